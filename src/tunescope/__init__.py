@@ -1,0 +1,54 @@
+"""tunescope: fine-tune pretrained models and watch the fine-tuning as it happens.
+
+>>> import tunescope
+>>> run = tunescope.init(project="bbc", config={"lr": 3e-5})      # doctest: +SKIP
+>>> run.log({"train/loss": 0.42}, step=10)                          # doctest: +SKIP
+>>> run.finish()                                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .control import Control
+from .run import Run
+from .store import Store, StoreError
+
+if TYPE_CHECKING:
+    from .integrations.transformers import TrainerCallback
+
+__version__ = "0.1.0"
+__all__ = ["Control", "Run", "Store", "StoreError", "TrainerCallback", "__version__", "init"]
+
+
+def init(
+    project: str,
+    name: str | None = None,
+    config: Any = None,
+    store: str | Path | None = None,
+    *,
+    resume: str | None = None,
+) -> Run:
+    """Start recording a run (or continue one with `resume=` its name or id).
+
+    `store` is a directory (created if missing); default `$TUNESCOPE_STORE`, else `./.tunescope`.
+    Only global rank 0 writes; other ranks get a run that writes nothing.
+
+    >>> with init("bbc", config={"lr": 3e-5}) as run:                 # doctest: +SKIP
+    ...     run.log({"train/loss": 0.42}, step=10)
+    """
+    return Run(project, name=name, config=config, store=store, resume=resume)
+
+
+def __getattr__(name: str) -> Any:
+    # Integrations import heavy libraries (transformers, lightning); load them on first use.
+    if name == "TrainerCallback":
+        from .integrations.transformers import TrainerCallback
+
+        return TrainerCallback
+    if name == "LightningCallback":
+        from .integrations.lightning import LightningCallback
+
+        return LightningCallback
+    raise AttributeError(f"module 'tunescope' has no attribute {name!r}")

@@ -1,0 +1,63 @@
+"""`tunescope export`: a run's metrics as CSV (or TensorBoard event files)."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..io import csv as csv_io
+from ..store import Store
+from .app import StoreOption, app, err_console, fail
+
+
+class ExportFormat(StrEnum):
+    """Formats `export` writes."""
+
+    csv = "csv"
+    tensorboard = "tensorboard"
+
+
+@app.command("export")
+def export_command(
+    run: Annotated[str, typer.Argument(help="Run name or id.")],
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        ExportFormat.csv
+    ),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Output file (csv, default stdout) or directory "
+            "(tensorboard, default ./tb/<run>).",
+        ),
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Export a run's metrics (long CSV: step,metric,value,wall_time, in log order)."""
+    reader = Store(store, create_if_missing=False).reader()
+    info = reader.run(run)
+    if format is ExportFormat.csv:
+        if output is None:
+            csv_io.write_long(reader, info.id, sys.stdout)
+            return
+        if output.is_dir():
+            raise fail(f"{output} is a directory; give a file name such as {output / 'run.csv'}")
+        tmp = output.with_name(output.name + ".part")
+        with tmp.open("w", newline="") as fh:
+            n = csv_io.write_long(reader, info.id, fh)
+        tmp.replace(output)  # never leave a half-written file under the requested name
+        err_console.print(f"wrote {n} rows of run {info.name} to {output}")
+        return
+    from ..io import tensorboard as tb_io
+
+    target = output or Path("tb") / info.name
+    n = tb_io.write(reader, info.id, target)
+    err_console.print(
+        f"wrote {n} scalars of run {info.name} to {target} "
+        f"(view with: tensorboard --logdir {target})"
+    )

@@ -1,0 +1,1 @@
+"""Import and export: CSV (long or wide), TensorBoard event files."""

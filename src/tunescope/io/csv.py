@@ -1,0 +1,171 @@
+"""Metrics as CSV: long `step,metric,value[,wall_time]` or wide `step,<metric>,...`.
+
+Export writes long CSV in log order, so importing it again reproduces the run, segments included
+(a step lower than the previous one starts a new segment, as it did when the run was logged).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from ..errors import TunescopeError
+from ..names import canonical
+from ..run import Run
+from ..store import Reader
+
+LONG_COLUMNS = ("step", "metric", "value", "wall_time")
+
+
+class CSVFormatError(TunescopeError, ValueError):
+    """A CSV file that is neither long nor wide metrics CSV; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One metric value read from a file, in file order."""
+
+    step: int
+    metric: str
+    value: float
+    wall_time: float | None
+
+
+def format_value(value: float) -> str:
+    """Exact text for a float (round-trips through float()), NaN/inf as nan/inf/-inf."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(float(value))
+
+
+def write_long(reader: Reader, run_id: str, out: TextIO) -> int:
+    """Write every point of a run as long CSV in log order; returns the number of rows."""
+    history = reader.history(run_id)
+    keys = sorted(history)
+    if not keys:
+        out.write(",".join(LONG_COLUMNS) + "\n")
+        return 0
+    segs = np.concatenate([history[k].segs for k in keys])
+    steps = np.concatenate([history[k].steps for k in keys])
+    walls = np.concatenate([history[k].walls for k in keys])
+    values = np.concatenate([history[k].values for k in keys])
+    key_idx = np.concatenate([np.full(len(history[k]), i) for i, k in enumerate(keys)])
+    order = np.lexsort((key_idx, walls, steps, segs))  # last key is the primary sort key
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(LONG_COLUMNS)
+    for i in order.tolist():
+        writer.writerow(
+            (int(steps[i]), keys[key_idx[i]], format_value(values[i]), repr(float(walls[i])))
+        )
+    return len(order)
+
+
+def _number(text: str, what: str, line: int, path: Path) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CSVFormatError(
+            f"{path}:{line}: {what} {text!r} is not a number (NaN and inf are written nan, inf, -inf)"
+        ) from None
+
+
+def _step(text: str, line: int, path: Path) -> int:
+    value = _number(text, "step", line, path)
+    if not value.is_integer() or value < 0:
+        raise CSVFormatError(f"{path}:{line}: step {text!r} must be a non-negative integer")
+    return int(value)
+
+
+def read(path: str | Path) -> Iterator[Row]:
+    """Rows of a long or wide metrics CSV, in file order (metric names made canonical)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CSVFormatError(f"{path}: no such file")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or not any(h.strip() for h in header):
+            raise CSVFormatError(
+                f"{path} is empty; expected a header such as step,metric,value,wall_time"
+            )
+        cols = [h.strip() for h in header]
+        lower = [c.lower() for c in cols]
+        if {"step", "metric", "value"} <= set(lower):
+            yield from _read_long(reader, lower, path)
+        elif lower[0] == "step" and len(cols) > 1:
+            yield from _read_wide(reader, cols, path)
+        else:
+            raise CSVFormatError(
+                f"{path}: header {','.join(cols)!r} is neither long CSV (columns step, metric, "
+                "value[, wall_time]) nor wide CSV (first column step, one column per metric)"
+            )
+
+
+def _read_long(reader: Iterator[list[str]], lower: list[str], path: Path) -> Iterator[Row]:
+    i_step, i_metric, i_value = lower.index("step"), lower.index("metric"), lower.index("value")
+    i_wall = lower.index("wall_time") if "wall_time" in lower else None
+    for line, rec in enumerate(reader, start=2):
+        if not rec or not any(f.strip() for f in rec):
+            continue
+        if len(rec) < len(lower):
+            raise CSVFormatError(f"{path}:{line}: expected {len(lower)} fields, got {len(rec)}")
+        metric = rec[i_metric].strip()
+        if not metric:
+            raise CSVFormatError(f"{path}:{line}: empty metric name")
+        wall = (
+            _number(rec[i_wall], "wall_time", line, path)
+            if i_wall is not None and rec[i_wall].strip()
+            else None
+        )
+        yield Row(
+            _step(rec[i_step], line, path),
+            canonical(metric),
+            _number(rec[i_value], "value", line, path),
+            wall,
+        )
+
+
+def _read_wide(reader: Iterator[list[str]], cols: list[str], path: Path) -> Iterator[Row]:
+    names = [canonical(c) if c else "" for c in cols]
+    wall_col = next((i for i, c in enumerate(cols) if c.lower() == "wall_time"), None)
+    for line, rec in enumerate(reader, start=2):
+        if not rec or not any(f.strip() for f in rec):
+            continue
+        step = _step(rec[0], line, path)
+        wall = (
+            _number(rec[wall_col], "wall_time", line, path)
+            if wall_col is not None and wall_col < len(rec) and rec[wall_col].strip()
+            else None
+        )
+        for i in range(1, min(len(rec), len(cols))):
+            if i == wall_col or not rec[i].strip():
+                continue  # wide CSV leaves a cell empty where a metric was not logged
+            if not names[i]:
+                raise CSVFormatError(f"{path}: column {i + 1} has no name in the header")
+            yield Row(step, names[i], _number(rec[i], cols[i], line, path), wall)
+
+
+def log_rows(run: Run, rows: Iterator[Row]) -> int:
+    """Log rows into a run in file order, one `log()` call per run of equal steps."""
+    count = 0
+    batch: dict[str, float] = {}
+    current: tuple[int, float | None] | None = None
+    for row in rows:
+        key = (row.step, row.wall_time)
+        if current is not None and (key != current or row.metric in batch):
+            run.log(batch, step=current[0], wall_time=current[1])
+            batch = {}
+        current = key
+        batch[row.metric] = row.value
+        count += 1
+    if current is not None and batch:
+        run.log(batch, step=current[0], wall_time=current[1])
+    return count

@@ -1,0 +1,100 @@
+"""TensorBoard event files: read scalars (what HF Trainer writes with `report_to="tensorboard"`)
+with TensorBoard's own `EventAccumulator`, and write a run with `SummaryWriter`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import TunescopeError
+from ..names import canonical
+from ..store import Reader
+from .csv import Row
+
+
+class TensorBoardError(TunescopeError, ValueError):
+    """A directory without readable TensorBoard scalars."""
+
+
+def event_dirs(root: Path) -> list[Path]:
+    """Directories under `root` (itself included) that hold event files."""
+    dirs = sorted({p.parent for p in root.rglob("events.out.tfevents.*")})
+    return dirs
+
+
+def read(root: str | Path) -> Iterator[Row]:
+    """Every scalar under `root`, in the order it was written (wall time, then step)."""
+    from tensorboard.backend.event_processing.event_accumulator import (
+        SCALARS,
+        TENSORS,
+        EventAccumulator,
+    )
+
+    root = Path(root)
+    if not root.is_dir():
+        raise TensorBoardError(f"{root} is not a directory")
+    dirs = event_dirs(root)
+    if not dirs:
+        raise TensorBoardError(f"no TensorBoard event files (events.out.tfevents.*) under {root}")
+    rows: list[Row] = []
+    seen: dict[str, Path] = {}
+    for d in dirs:
+        acc = EventAccumulator(str(d), size_guidance={SCALARS: 0, TENSORS: 0})
+        acc.Reload()
+        tags = acc.Tags()
+        for tag in tags.get("scalars", []):
+            _claim(seen, tag, d, root)
+            for ev in acc.Scalars(tag):
+                rows.append(Row(int(ev.step), canonical(tag), float(ev.value), float(ev.wall_time)))
+        for tag in tags.get("tensors", []):
+            events = acc.Tensors(tag)
+            if not events or _scalar(events[0].tensor_proto) is None:
+                continue
+            _claim(seen, tag, d, root)
+            for ev in events:
+                value = _scalar(ev.tensor_proto)
+                if value is not None:
+                    rows.append(Row(int(ev.step), canonical(tag), value, float(ev.wall_time)))
+    if not rows:
+        raise TensorBoardError(f"the event files under {root} hold no scalar values")
+    rows.sort(key=lambda r: (r.wall_time or 0.0, r.step))
+    yield from rows
+
+
+def _claim(seen: dict[str, Path], tag: str, d: Path, root: Path) -> None:
+    if tag in seen and seen[tag] != d:
+        raise TensorBoardError(
+            f"tag {tag!r} appears in two runs under {root} ({seen[tag].relative_to(root)} and "
+            f"{d.relative_to(root)}); point at one of those directories"
+        )
+    seen[tag] = d
+
+
+def _scalar(proto: object) -> float | None:
+    from tensorboard.util import tensor_util
+
+    try:
+        arr = tensor_util.make_ndarray(proto)
+    except Exception:
+        return None
+    if arr.size != 1 or arr.dtype.kind not in "biuf":
+        return None
+    return float(arr.reshape(()))
+
+
+def write(reader: Reader, run_id: str, log_dir: str | Path) -> int:
+    """Write every point of a run as TensorBoard scalars; returns the number written."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    count = 0
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        for key, series in reader.history(run_id).items():
+            for step, value, wall in zip(
+                series.steps.tolist(), series.values.tolist(), series.walls.tolist(), strict=True
+            ):
+                writer.add_scalar(key, value, global_step=step, walltime=wall)
+                count += 1
+    finally:
+        writer.close()
+    return count
