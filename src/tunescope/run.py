@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import env as _env
 from .control import Control
@@ -256,7 +256,7 @@ class Run:
             raise TypeError(
                 f"step must be a non-negative integer; got {type(step).__name__} {step!r}"
             )
-        value = operator.index(step)
+        value = operator.index(cast(Any, step))
         if value < 0:
             raise ValueError(f"step must be a non-negative integer; got {step}")
         return value

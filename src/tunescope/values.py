@@ -43,7 +43,7 @@ def coerce(key: str, value: Any) -> Pending:
             return float(value)
         except OverflowError:
             raise MetricValueError(
-                f"metric {key!r}: the integer {value:.60} is too large for a float"
+                f"metric {key!r}: the integer {str(value)[:40]}… is too large for a float"
             ) from None
     tensor = _tensor_type()
     if tensor is not None and isinstance(value, tensor):

@@ -38,19 +38,22 @@ EXIT_USER_ERROR = 2
 
 def fail(message: str) -> typer.Exit:
     """Print an error and return the exception to raise: `raise fail("...")`."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err_console.print("[bold red]error:[/] ", end="", markup=True)
+    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USER_ERROR)
 
 
 def run_app(application: typer.Typer, argv: list[str]) -> int:
     """Run the app, printing `TunescopeError`s as one clear line instead of a traceback."""
     try:
-        application(args=argv, prog_name="tunescope", standalone_mode=False)
+        rv = application(args=argv, prog_name="tunescope", standalone_mode=False)
+        if isinstance(rv, int):  # click returns the code of a typer.Exit in this mode
+            return rv
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except TunescopeError as exc:
         err_console.print("[bold red]error:[/] ", end="", markup=True)
-        err_console.print(str(exc), markup=False, highlight=False)
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -113,9 +113,10 @@ class WriterError(TunescopeError, RuntimeError):
 class Writer:
     """One background thread per store database, shared by every run of the process."""
 
-    def __init__(self, db_path: Path, interval: float = 0.5) -> None:
+    def __init__(self, db_path: Path, interval: float = 0.5, busy_timeout: float = 30.0) -> None:
         self.db_path = db_path
         self.interval = interval
+        self.busy_timeout = busy_timeout
         self._runs: dict[str, _RunState] = {}
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -192,7 +193,7 @@ class Writer:
 
     # -- the thread -----------------------------------------------------------------------------
     def _loop(self) -> None:
-        self._con = connect(self.db_path)
+        self._con = connect(self.db_path, timeout=self.busy_timeout)
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
