@@ -165,3 +165,30 @@ def test_run_row_identifies_this_process(tmp_path: Path) -> None:
         proc, env = con.execute("SELECT proc, env FROM runs WHERE id=?", (run.id,)).fetchone()
         assert proc == process_identity()
         assert json.loads(env)["pid"] == os.getpid()
+
+
+class _SlowObserver:
+    """Holds the writer inside a cycle, so `finish()` arrives while that cycle runs."""
+
+    def __init__(self) -> None:
+        self.first = True
+
+    def observe(self, step: int, wall: float, values: list[tuple[str, float]]) -> list[object]:
+        if self.first:
+            self.first = False
+            time.sleep(0.3)
+        return []
+
+
+def test_finish_during_a_write_cycle_loses_nothing(tmp_path: Path) -> None:
+    from tunescope.run import Run
+
+    run = Run("p", store=tmp_path / "s", observer=_SlowObserver())  # type: ignore[arg-type]
+    run.log({"a": 0.0}, step=0)
+    run._writer.wake()  # type: ignore[union-attr]
+    time.sleep(0.1)  # the writer is now inside the cycle that drained step 0
+    for step in range(1, 1000):
+        run.log({"a": float(step)}, step=step)
+    run.finish()
+    s = Store(tmp_path / "s").reader().series(run.id, "a")
+    assert s.steps.tolist() == list(range(1000))

@@ -211,14 +211,19 @@ class Writer:
     def _cycle(self, runs: list[_RunState]) -> None:
         assert self._con is not None
         con = self._con
+        # Read each run's closing request *before* draining its queue: `finish()` sets it after
+        # the last `log()`, so a run seen closing here has all its records in this drain. (A
+        # request that arrives mid-cycle waits for the next cycle, which drains the rest.)
+        closing = [(state, state.closing) for state in runs]
         drained: list[tuple[_RunState, list[Any]]] = []
         for state in runs:
             q = state.queue
             items = [q.popleft() for _ in range(len(q))]
             drained.append((state, items))
+        closed = [(s, c) for s, c in closing if c is not None]
         now = time.time()
         beat = now - self._last_heartbeat >= HEARTBEAT_EVERY
-        if not any(items for _, items in drained) and not beat and not any(s.closing for s in runs):
+        if not any(items for _, items in drained) and not beat and not closed:
             return
         try:
             con.execute("BEGIN IMMEDIATE")
@@ -226,15 +231,14 @@ class Writer:
                 if not state.loaded:
                     self._load(con, state)
                 self._write(con, state, items)
-            live = [s.run_id for s in runs if s.closing is None]
+            live = [s.run_id for s, c in closing if c is None]
             if live:
                 con.executemany("UPDATE runs SET heartbeat=? WHERE id=?", [(now, r) for r in live])
-            for s in runs:
-                if s.closing is not None:
-                    con.execute(
-                        "UPDATE runs SET status=?, ended=?, heartbeat=? WHERE id=?",
-                        (s.closing[0], s.closing[1], now, s.run_id),
-                    )
+            for s, (status, ended) in closed:
+                con.execute(
+                    "UPDATE runs SET status=?, ended=?, heartbeat=? WHERE id=?",
+                    (status, ended, now, s.run_id),
+                )
             con.execute("COMMIT")
         except Exception as exc:  # keep the points: put them back and retry next cycle
             with contextlib.suppress(sqlite3.Error):
@@ -258,9 +262,8 @@ class Writer:
                 except Exception as exc:  # printing must never stop the writing
                     log.warning("tunescope: event listener failed: %s", exc)
         with self._lock:
-            for s in runs:
-                if s.closing is not None:
-                    self._runs.pop(s.run_id, None)
+            for s, _ in closed:
+                self._runs.pop(s.run_id, None)
 
     # -- state -------------------------------------------------------------------------------------
     def _load(self, con: sqlite3.Connection, state: _RunState) -> None:
