@@ -28,6 +28,7 @@ class Control:
     lr_scale: float = 1.0  # cumulative factor on the optimizer's base learning rates
     rollback_to: str | None = None  # name of a snapshot to restore, consumed by the adapter
     restore_best: bool = False  # restore the best checkpoint (consumed by the adapter)
+    restore_criterion: dict[str, Any] = field(default_factory=dict)  # e.g. forgetting trade-off
     save_checkpoint: bool = False
     reason: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
