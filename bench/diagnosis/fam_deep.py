@@ -1,0 +1,98 @@
+"""Family `deep`: deep networks on the digits whose gradients vanish or explode (plus healthy
+deep controls). Same data, loop and logging as `fam_digits`; only the model changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, replace
+
+import torch
+from common import LogFn, RunFacts, Scenario
+from fam_digits import BASE, Setup, build_mlp, fit
+from torch import nn
+
+FAMILY = "deep"
+
+
+class PixelRNN(nn.Module):
+    """A vanilla tanh RNN reading the 64 pixels one at a time ("sequential digits")."""
+
+    def __init__(self, hidden: int, gain: float) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(1, hidden, nonlinearity="tanh", batch_first=True)
+        with torch.no_grad():
+            nn.init.orthogonal_(self.rnn.weight_hh_l0, gain=gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h = self.rnn(x.unsqueeze(-1))
+        return h[-1]
+
+
+def rnn(hidden: int = 64, gain: float = 1.0) -> nn.Sequential:
+    return nn.Sequential(PixelRNN(hidden, gain), nn.Linear(hidden, 10))
+
+
+_STUCK = ("underfitting", "plateau", "lr_too_low")  # a net whose gradients vanish learns nothing
+_UNSTABLE = ("loss_spike", "divergence", "plateau", "underfitting", "lr_too_high")
+_SGD = {"opt": "sgd", "lr": 0.1, "momentum": 0.9}
+
+# scenario -> (what it should produce, model builder, loop setup)
+SCENARIOS: dict[str, tuple[Scenario, Callable[[], nn.Module], Setup]] = {
+    sc.name: (sc, build, setup)
+    for sc, build, setup in [
+        (
+            Scenario(
+                "sigmoid-12",
+                ("vanishing_gradients",),
+                _STUCK,
+                "12 sigmoid layers of 64, default init, SGD momentum lr 0.1",
+            ),
+            lambda: build_mlp(replace(BASE, depth=12, act="sigmoid")),
+            replace(BASE, depth=12, act="sigmoid", **_SGD),
+        ),
+        (
+            Scenario(
+                "sigmoid-8",
+                ("vanishing_gradients",),
+                _STUCK,
+                "8 sigmoid layers of 64, default init, SGD momentum lr 0.1",
+            ),
+            lambda: build_mlp(replace(BASE, depth=8, act="sigmoid")),
+            replace(BASE, depth=8, act="sigmoid", **_SGD),
+        ),
+        (
+            Scenario(
+                "tanh-small-init",
+                ("vanishing_gradients",),
+                _STUCK,
+                "12 tanh layers initialised with std 0.3/sqrt(fan_in), SGD momentum lr 0.1",
+            ),
+            lambda: build_mlp(replace(BASE, depth=12, act="tanh", init_gain=0.3)),
+            replace(BASE, depth=12, act="tanh", init_gain=0.3, **_SGD),
+        ),
+        (
+            Scenario("relu-bn-12", (), describe="12 ReLU layers with BatchNorm, AdamW 1e-3"),
+            lambda: build_mlp(replace(BASE, depth=12, norm=True)),
+            replace(BASE, depth=12, norm=True),
+        ),
+        (
+            Scenario(
+                "rnn-exploding",
+                ("exploding_gradients",),
+                _UNSTABLE,
+                "vanilla tanh RNN over the 64 pixels, recurrent init gain 1.5, SGD momentum "
+                "lr 0.05, gradients clipped at 1 (pre-clip norm logged)",
+            ),
+            lambda: rnn(64, 1.5),
+            replace(BASE, opt="sgd", lr=0.05, momentum=0.9, clip=1.0),
+        ),
+    ]
+}
+
+
+def train(scenario: str, seed: int, log: LogFn) -> RunFacts:
+    _, build, setup = SCENARIOS[scenario]
+    torch.manual_seed(seed)  # the model's init is part of the seeded run
+    facts = fit(setup, seed, log, mlp=build())  # type: ignore[arg-type]
+    facts.config = {"model": scenario, **asdict(setup)}
+    return facts
