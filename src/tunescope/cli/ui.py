@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -79,5 +79,11 @@ def ui_command(
     config = uvicorn.Config(
         application, log_level="warning", timeout_graceful_shutdown=1, access_log=False
     )
-    server = uvicorn.Server(config)
-    server.run(sockets=[sock])
+    stop = application.state.shutdown
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            stop.set()  # live-update streams end at their next poll instead of being cancelled
+            super().handle_exit(sig, frame)
+
+    Server(config).run(sockets=[sock])

@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import mimetypes
 import sqlite3
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ async def stream(request: Request) -> Response:
         info = await read(lambda r: Reader.run(r, ref))
         run_id = info.id
     return StreamingResponse(
-        events(request, read, run_id, request.app.state.poll),
+        events(request, read, run_id, request.app.state.poll, request.app.state.shutdown),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
@@ -187,5 +188,6 @@ def create_app(
     app.state.static = statics
     app.state.pages = pages
     app.state.poll = poll
+    app.state.shutdown = threading.Event()  # set by `tunescope ui` on Ctrl-C: ends open streams
     app.add_middleware(Guard, token=token)
     return app

@@ -9,6 +9,7 @@ then fetch the new buckets of what they show.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -86,17 +87,19 @@ async def events(
     read: Callable[[Callable[[Reader], Any]], Any],
     run_id: str | None,
     interval: float,
+    stop: threading.Event,
 ) -> AsyncIterator[str]:
     """The event stream: `hello` first, then `runs` and `run` events when something changed.
 
-    `read(fn)` runs `fn(reader)` on a worker thread with that thread's reader.
+    `read(fn)` runs `fn(reader)` on a worker thread with that thread's reader; `stop` ends the
+    stream (server shutdown), so Ctrl-C does not wait for open pages to go away.
     """
     yield "retry: 2000\n\n"
     last_runs: dict[str, Any] | None = None
     last_run: dict[str, Any] | None = None
     quiet_since = time.monotonic()
     first = True
-    while not await request.is_disconnected():
+    while not stop.is_set() and not await request.is_disconnected():
         state = await read(runs_state)
         one = await read(lambda r: run_state(r, run_id)) if run_id else None
         out = []

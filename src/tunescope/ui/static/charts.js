@@ -23,7 +23,7 @@ TS.settings = Object.assign(
 );
 TS.saveSettings = () => localStorage.setItem("tunescope.settings", JSON.stringify(TS.settings));
 
-// Density-aware EMA. `strength` is the weight the average keeps per 1/1000 of the chart's step
+// Density-aware EMA. `strength` is the weight the average keeps per 1/1000 of the run's step
 // span, so the decay depends on the step distance between points, not on how many there are:
 // a line logged every step and one logged every 50 steps smooth alike. Debiased like
 // TensorBoard's (divided by the accumulated weight) so the start is not pulled towards zero.
@@ -204,9 +204,11 @@ TS.Chart = class {
   traces() {
     const s = TS.settings;
     const map = axisMap(this.curves, s.xmode);
+    // Smoothing is scaled to the whole run's step span (not the zoom window), so zooming in
+    // shows the same smoothed curve, only in more detail.
     let lo = Infinity, hi = -Infinity;
     for (const c of this.curves) {
-      for (const seg of c.curve.segments) for (const b of seg.buckets) { lo = Math.min(lo, b.step); hi = Math.max(hi, b.step); }
+      if (c.curve.first_step !== undefined) { lo = Math.min(lo, c.curve.first_step); hi = Math.max(hi, c.curve.last_step); }
     }
     const span = hi > lo ? hi - lo : 1;
     const traces = [];
