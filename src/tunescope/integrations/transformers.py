@@ -1,0 +1,281 @@
+"""`TrainerCallback`: record a `transformers.Trainer` run in tunescope, and obey its decisions.
+
+One line in your own Trainer:
+
+>>> import tunescope
+>>> trainer = Trainer(model, args, ..., callbacks=[tunescope.TrainerCallback()])  # doctest: +SKIP
+
+Trainer's log keys are mapped to canonical names (`loss` -> `train/loss`, `eval_f1` ->
+`eval/f1`, ...) by `map_logs`, and logged at `state.global_step`. The callback adds what Trainer
+does not log: the learning rate of every param group, training throughput (samples/s, with
+evaluation and checkpointing time left out) and, for causal LMs, perplexity. At each log step it
+flushes the run (so the online monitor has seen every point) and reads `run.control`: a stop
+request ends training after the current step.
+
+It is cheap and changes nothing: no RNG, no tensor reads, and on steps that Trainer does not
+log, only a clock read and a copy of the learning rates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import transformers
+
+from ..finetune.metrics import perplexity
+from ..names import canonical
+from ..run import Run
+
+# Trainer's speed figures (eval_runtime, eval_samples_per_second, ...) describe the machine,
+# not the model: they go to `sys/`, so `eval/*` holds only quality metrics.
+SPEED_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second", "_tokens_per_second")
+# Trainer logs these once, when training ends: a summary of the whole run, not a point in time
+# (its `train_loss` is the mean over all steps and would break the loss curve).
+FINAL_KEYS = {
+    "train_runtime": "train/runtime",
+    "train_samples_per_second": "train/samples_per_second",
+    "train_steps_per_second": "train/steps_per_second",
+    "total_flos": "train/total_flos",
+    "train_loss": "train/mean_loss",
+}
+
+
+def map_logs(
+    logs: Mapping[str, Any], *, causal_lm: bool = False
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Map one Trainer `logs` dict to (metrics to log at this step, values for the summary).
+
+    >>> map_logs({"loss": 0.5, "learning_rate": 1e-4, "epoch": 0.5})[0]
+    {'train/loss': 0.5, 'train/lr': 0.0001, 'train/epoch': 0.5}
+    >>> map_logs({"eval_loss": 0.3, "eval_accuracy": 0.9, "eval_runtime": 2.0, "epoch": 1.0})[0]
+    {'eval/loss': 0.3, 'eval/accuracy': 0.9, 'sys/eval_runtime': 2.0}
+    """
+    numbers = {
+        k: float(v)
+        for k, v in logs.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    if "train_runtime" in numbers:
+        return {}, {FINAL_KEYS.get(k, canonical(k)): v for k, v in numbers.items() if k != "epoch"}
+    metrics: dict[str, float] = {}
+    training = "loss" in numbers
+    for key, value in numbers.items():
+        if key == "epoch" and not training:
+            continue  # eval logs repeat the epoch; one point per step is enough
+        if key.endswith(SPEED_SUFFIXES):
+            metrics[f"sys/{key}"] = value
+            continue
+        metrics[canonical(key)] = value
+    if causal_lm:
+        for key in [k for k in metrics if k.endswith("/loss") and k != "train/loss"]:
+            ppl = key.removesuffix("loss") + "perplexity"
+            metrics.setdefault(ppl, perplexity(metrics[key]))
+    return metrics, {}
+
+
+def _is_causal_lm(model: Any) -> bool:
+    # A peft wrapper keeps the transformers model at .base_model.model.
+    inner = getattr(getattr(model, "base_model", None), "model", model)
+    names = [type(m).__name__ for m in (model, inner)]
+    return any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in names)
+
+
+def _jsonable_args(args: Any) -> dict[str, Any]:
+    keep = (
+        "learning_rate",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "num_train_epochs",
+        "max_steps",
+        "weight_decay",
+        "warmup_steps",
+        "lr_scheduler_type",
+        "max_grad_norm",
+        "label_smoothing_factor",
+        "seed",
+        "logging_steps",
+        "eval_strategy",
+        "eval_steps",
+        "output_dir",
+        "bf16",
+        "fp16",
+    )
+    return {k: getattr(args, k, None) for k in keep}
+
+
+def trainer_config(args: Any, state: Any, model: Any) -> dict[str, Any]:
+    """The run config recorded for a user's own Trainer: its arguments and the model's essentials."""
+    cfg = getattr(model, "config", None)
+    num_labels = getattr(cfg, "num_labels", None)
+    return {
+        "train": {
+            **_jsonable_args(args),
+            "max_steps": state.max_steps,
+            "batch_size": args.per_device_train_batch_size,
+        },
+        "model": {
+            "name": getattr(cfg, "_name_or_path", None) or type(model).__name__,
+            "type": getattr(cfg, "model_type", None),
+            "class": type(model).__name__,
+            "task": "causal-lm" if _is_causal_lm(model) else "classification",
+            "num_labels": num_labels,
+        },
+        "data": {"num_classes": num_labels} if not _is_causal_lm(model) else {},
+        "source": "transformers.Trainer",
+    }
+
+
+class TrainerCallback(transformers.TrainerCallback):
+    """Record a `transformers.Trainer` run in tunescope; stop when the monitor asks.
+
+    Alone, it starts a run when training begins (config: the TrainingArguments and the model's
+    essentials) and finishes it when training ends. Given `run=`, it logs into that run and
+    leaves finishing to its owner (that is how `tunescope train` uses it).
+
+    >>> trainer = Trainer(model, args, train_dataset=ds,                      # doctest: +SKIP
+    ...                   callbacks=[tunescope.TrainerCallback(project="bbc")])
+    """
+
+    def __init__(
+        self,
+        project: str | None = None,
+        name: str | None = None,
+        store: str | Path | None = None,
+        run: Run | None = None,
+        *,
+        config: Mapping[str, Any] | None = None,
+        resume: str | None = None,
+        watch: bool = True,
+    ) -> None:
+        self.project = project
+        self.name = name
+        self.store = store
+        self.run = run
+        self.config = dict(config) if config is not None else None
+        self.resume = resume
+        self.watch = watch
+        self._owns = run is None
+        self._causal_lm = False
+        self._lrs: list[Any] = []
+        self._samples_per_step = 0
+        self._clock = 0.0  # when the training clock last started running
+        self._train_time = 0.0  # seconds spent training since the last throughput point
+        self._steps = 0  # optimizer steps since the last throughput point
+        self._warned_closed = False
+
+    # -- the run ---------------------------------------------------------------------------------
+    def _start_run(self, args: Any, state: Any, model: Any) -> Run:
+        import tunescope
+
+        config = self.config if self.config is not None else trainer_config(args, state, model)
+        return tunescope.init(
+            self.project or getattr(args, "project", None) or "huggingface",
+            name=self.name or getattr(args, "run_name", None),
+            config=config,
+            store=self.store,
+            resume=self.resume,
+        )
+
+    def _live(self) -> Run | None:
+        run = self.run
+        if run is None or not run._closed:
+            return run
+        if not self._warned_closed:
+            self._warned_closed = True
+            import warnings
+
+            warnings.warn(
+                f"tunescope: run {run.name} ended with training, so metrics logged after "
+                "train() (e.g. trainer.evaluate()) are not recorded; pass run=tunescope.init(...) "
+                "to TrainerCallback to keep the run open until you finish it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return None
+
+    # -- events ------------------------------------------------------------------------------------
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        model = kwargs.get("model")
+        if self.run is None or (self._owns and self.run._closed):
+            self.run = self._start_run(args, state, model)
+        self._causal_lm = _is_causal_lm(model)
+        self._samples_per_step = (
+            args.train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+        )
+        optimizer = kwargs.get("optimizer")
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        if self.watch and model is not None and hasattr(inner, "register_step_pre_hook"):
+            watcher = self.run.watch(model, inner, every=max(int(state.logging_steps), 1))
+            watcher.steps = state.global_step  # measure on the steps Trainer logs, also on resume
+        self._train_time, self._steps = 0.0, 0
+        self._clock = time.perf_counter()
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        optimizer = kwargs.get("optimizer")
+        if optimizer is not None:
+            # The rates this step used (the scheduler moves them right after).
+            self._lrs = [g["lr"] for g in optimizer.param_groups]
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        now = time.perf_counter()
+        self._train_time += now - self._clock
+        self._clock = now
+        self._steps += 1
+
+    def _pause(self) -> None:
+        # Evaluation and checkpointing are not training: restart the clock after them.
+        self._clock = time.perf_counter()
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._pause()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._pause()
+
+    def on_predict(
+        self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
+    ) -> None:
+        self._pause()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
+        run = self._live()
+        if run is None or not logs:
+            return control
+        metrics, summary = map_logs(logs, causal_lm=self._causal_lm)
+        if "train/loss" in metrics:
+            metrics.update(self._training_extras())
+        else:
+            self._pause()
+        if metrics:
+            run.log(metrics, step=state.global_step)
+        if summary:
+            run.summarize(summary)
+        return self._obey(run, control)
+
+    def _training_extras(self) -> dict[str, float]:
+        now = time.perf_counter()
+        # The loss read that triggered this log waited for the device: that time is training.
+        self._train_time += now - self._clock
+        self._clock = now
+        extras: dict[str, float] = {}
+        if self._steps and self._train_time > 0:
+            extras["train/throughput"] = self._steps * self._samples_per_step / self._train_time
+        self._train_time, self._steps = 0.0, 0
+        for i, lr in enumerate(self._lrs[1:], start=1):
+            extras[f"train/lr/group_{i}"] = float(lr)
+        return extras
+
+    def _obey(self, run: Run, control: Any) -> Any:
+        """Make the monitor's decisions (so far) reach the Trainer."""
+        run.flush()
+        run.control.synchronize()
+        if run.control.should_stop:
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._owns and self.run is not None:
+            self.run.finish()

@@ -1,0 +1,65 @@
+"""Tiny models and datasets built inside the tests: random weights from a config, a word-level
+tokenizer trained on the test texts, keyword-separable classes. Nothing is downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tinydata import corpus, make_rows, make_tokenizer, write_csv
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT encoder with random weights, saved as a model directory."""
+    from transformers import BertConfig, BertModel, set_seed
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    make_tokenizer(corpus(), path)
+    set_seed(0)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide GPT-2 with random weights, saved as a model directory."""
+    from transformers import GPT2Config, GPT2LMHeadModel, set_seed
+
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    make_tokenizer(corpus(), path)
+    set_seed(0)
+    config = GPT2Config(
+        vocab_size=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=3,
+        eos_token_id=3,
+    )
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def topic_csv(tmp_path: Path) -> Path:
+    """60 labelled rows (3 topics x 20) in a CSV."""
+    return write_csv(tmp_path / "topics.csv", make_rows())
+
+
+@pytest.fixture
+def lm_text(tmp_path: Path) -> Path:
+    """Plain text for causal-LM tests: one short document per line, with blank lines."""
+    lines = [r["text"] for r in make_rows(20, seed=2)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(lines) + "\n")
+    return path
