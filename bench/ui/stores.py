@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +33,13 @@ def spiky_values(n: int, spikes: list[int], nan: int, inf: int, seed: int = 0) -
     return v
 
 
-def _build(path: Path, fill: object) -> Path:
+def _build(path: Path, fill: Callable[[Path], None]) -> Path:
     done = path / ".complete"
     if done.exists():
         return path
     shutil.rmtree(path, ignore_errors=True)
     t0 = time.perf_counter()
-    fill(path)  # type: ignore[operator]
+    fill(path)
     done.write_text(f"{time.perf_counter() - t0:.1f} s to build\n")
     return path
 
