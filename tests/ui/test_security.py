@@ -23,6 +23,7 @@ BAD_REQUESTS = [
     ("/api/runs/spiky/series?key=nope", 404, "has no metric 'nope'"),
     ("/api/runs/spiky/series?key=" + "k" * 600, 400, "longer than"),
     ("/api/runs/nope", 404, "no run named or with id 'nope'"),
+    ("/api/runs/" + "x" * 400, 400, "limit 300"),
     ("/api/runs/nope/series?key=train/loss", 404, "no run named"),
     ("/api/runs/nope/events", 404, "no run named"),
     ("/api/compare", 400, "'runs' is required"),
@@ -146,3 +147,40 @@ def test_token_by_header_query_or_cookie(store: Path) -> None:
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert c.get("/api/runs").status_code == 200  # the client kept the cookie
     assert c.get("/static/plotly.min.js").status_code == 200
+
+
+WEIRD = [
+    "",
+    " ",
+    "-1",
+    "1e309",
+    "nan",
+    "0x10",
+    "１２",
+    "%00",
+    "\x00",
+    "'; DROP TABLE runs;--",
+    "../../etc/passwd",
+    "9" * 400,
+    "<script>",
+    "[]",
+    "{}",
+    "true",
+]
+PARAMS = {
+    "/api/runs/spiky/series": ["key", "points", "start", "end"],
+    "/api/compare": ["runs", "key", "points", "start", "end"],
+    "/api/runs/spiky/events": ["type"],
+    "/api/runs": ["project"],
+}
+
+
+@pytest.mark.parametrize("path", list(PARAMS))
+def test_no_query_value_makes_a_500(client: TestClient, path: str) -> None:
+    base = {"key": "train/loss", "runs": "spiky"}
+    for name in PARAMS[path]:
+        for value in WEIRD:
+            res = client.get(path, params={**base, name: value})
+            assert res.status_code < 500, (path, name, value, res.text)
+            if res.status_code >= 400:
+                assert res.json()["error"]

@@ -37,9 +37,15 @@ def _reader(request: Request) -> Reader:
     return reader
 
 
+MAX_REF = 300  # run names and ids are far shorter; longer is a mistake, not a lookup
+
+
 def _run(request: Request) -> tuple[Reader, RunInfo]:
     reader = _reader(request)
-    return reader, reader.run(request.path_params["run"])  # RunNotFound -> 404
+    ref = request.path_params["run"]
+    if len(ref) > MAX_REF:
+        raise BadRequest(f"run reference is {len(ref)} characters long (limit {MAX_REF})")
+    return reader, reader.run(ref)  # RunNotFound -> 404
 
 
 def _keys(reader: Reader, run_id: str) -> list[dict[str, Any]]:

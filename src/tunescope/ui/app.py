@@ -137,6 +137,11 @@ async def on_store(request: Request, exc: Exception) -> Response:
     return _error(f"the store cannot be read right now: {exc}", 503)
 
 
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("dashboard: %s failed", request.url.path)
+    return _error(f"internal error while answering {request.url.path[:200]}: {exc!r}", 500)
+
+
 async def on_sqlite(request: Request, exc: Exception) -> Response:
     log.warning("dashboard: store query failed: %s", exc)
     return _error(f"the store cannot be read right now: {exc}", 503)
@@ -181,6 +186,7 @@ def create_app(
             HTTPException: on_http,
             StoreError: on_store,
             sqlite3.OperationalError: on_sqlite,
+            Exception: on_unexpected,
         },
         lifespan=lifespan,
     )
