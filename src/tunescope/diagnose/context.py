@@ -1,0 +1,133 @@
+"""`Context`: what the detectors know about a run besides its curves.
+
+The number of classes sets the chance-level loss (ln C) that underfitting, collapse and
+vanishing-gradient checks compare with; the step budget says when a "fair share" of training has
+passed. Both are read leniently from the run's config; what is missing is inferred only when it
+is clearly so, else left None — `Report.unchecked` and the docs say what that disables.
+
+>>> Context.from_config({"model": {"num_labels": 5}, "train": {"max_steps": 900}})
+Context(num_classes=5, max_steps=900, task=None, warmup_steps=None)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_CLASS_KEYS = ("num_labels", "num_classes", "n_classes", "n_labels")
+_CLASS_LIST_KEYS = ("classes", "labels", "label_names", "id2label")
+_STEP_KEYS = ("max_steps", "total_steps", "num_training_steps", "max_iters", "train_steps")
+_WARMUP_KEYS = ("warmup_steps", "num_warmup_steps")
+_TASK_KEYS = ("task", "task_type", "problem_type", "objective")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Facts about a run that sharpen the diagnosis; every field may be None.
+
+    `num_classes`: C for classification (chance loss ln C). `max_steps`: the training budget in
+    optimizer steps. `task`: e.g. "classification" or "causal_lm" (a language model has no
+    chance level, so C is never inferred for it). `warmup_steps`: LR warmup length, when known.
+    """
+
+    num_classes: int | None = None
+    max_steps: int | None = None
+    task: str | None = None
+    warmup_steps: int | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> Context:
+        """Read what a run config holds (any nesting; unknown or missing keys are fine).
+
+        >>> Context.from_config({"data": {"classes": ["a", "b", "c"]}}).num_classes
+        3
+        """
+        if not config:
+            return cls()
+        flat = list(_walk(config))
+        return cls(
+            num_classes=_first_classes(flat),
+            max_steps=_first_int(flat, _STEP_KEYS, minimum=1),
+            task=_first_str(flat, _TASK_KEYS),
+            warmup_steps=_first_int(flat, _WARMUP_KEYS, minimum=0),
+        )
+
+    @property
+    def is_language_model(self) -> bool:
+        """Whether the task is language modelling (no chance-level loss to compare with)."""
+        t = (self.task or "").lower()
+        return any(s in t for s in ("lm", "language", "causal", "seq2seq", "generation"))
+
+    def chance_loss(self, initial_loss: float | None) -> tuple[float | None, str]:
+        """The chance-level cross-entropy ln C and where C came from ("config"/"inferred").
+
+        Without `num_classes`, C is inferred from the initial loss only when that loss is
+        clearly ln C for a small C (a freshly initialised classification head starts there):
+        within a quarter of the gap to the neighbouring ln(C±1), for 2 <= C <= 10.
+        """
+        if self.num_classes is not None and self.num_classes >= 2:
+            return math.log(self.num_classes), "config"
+        if initial_loss is None or not math.isfinite(initial_loss) or self.is_language_model:
+            return None, ""
+        c = round(math.exp(initial_loss))
+        if not 2 <= c <= 10:
+            return None, ""
+        gap = min(math.log(c + 1) - math.log(c), math.log(c) - math.log(c - 1))
+        if abs(initial_loss - math.log(c)) <= gap / 4:
+            return math.log(c), "inferred"
+        return None, ""
+
+
+def _walk(obj: Any, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """(key, value) pairs of a nested config, shallow keys first."""
+    if depth > 6 or not isinstance(obj, Mapping):
+        return
+    nested = []
+    for k, v in obj.items():
+        yield str(k).lower(), v
+        if isinstance(v, Mapping):
+            nested.append(v)
+    for v in nested:
+        yield from _walk(v, depth + 1)
+
+
+def _as_int(value: Any, minimum: int) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float) and math.isfinite(value) and float(value).is_integer():
+        return int(value) if int(value) >= minimum else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value) if int(value) >= minimum else None
+    return None
+
+
+def _first_int(flat: list[tuple[str, Any]], keys: tuple[str, ...], minimum: int) -> int | None:
+    for key, value in flat:
+        if key in keys:
+            n = _as_int(value, minimum)
+            if n is not None:
+                return n
+    return None
+
+
+def _first_classes(flat: list[tuple[str, Any]]) -> int | None:
+    n = _first_int(flat, _CLASS_KEYS, minimum=2)
+    if n is not None:
+        return n
+    for key, value in flat:
+        if (
+            key in _CLASS_LIST_KEYS
+            and isinstance(value, list | tuple | Mapping)
+            and len(value) >= 2
+        ):
+            return len(value)
+    return None
+
+
+def _first_str(flat: list[tuple[str, Any]], keys: tuple[str, ...]) -> str | None:
+    for key, value in flat:
+        if key in keys and isinstance(value, str) and value.strip():
+            return value.strip()
+    return None

@@ -1,0 +1,301 @@
+"""Generalisation over evaluations: overfitting (Prechelt's generalisation loss) and plateaus.
+
+Both read the primary evaluation metric (`eval/loss`, else the first metric to maximise) at the
+evaluations only, so sparse and irregular evaluation schedules cost nothing and per-step noise
+never reaches them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..values import fmt
+from .detector import EVAL, LOSS, Signal, pct, resolved
+from .findings import Kind, Recommendation, Severity
+from .learning import STUCK
+from .state import EvalTrack, State
+from .stats import Window
+
+PATIENCE = 2  # evaluations after the best that must all be worse
+GL_MIN = 0.05  # generalisation loss (relative rise of a loss over its best) to flag: 5%
+GL_CRITICAL = 0.5  # ... and to call critical
+DROP_MIN = 0.02  # for a metric to maximise on a 0-1 scale: an absolute drop of 2 points
+INTERVAL_POINTS = 64  # most recent train-loss points kept between two evaluations
+TRAIN_MIN_FALL = 0.10  # train loss level must have fallen 10% since the best evaluation
+MEMORISED = 0.05  # ... unless it is already this small (x the no-learning level): memorised
+TRAIN_STABLE = 1.25  # recent train level at most this x its best: training is not unstable
+FITTED = 0.8  # ... and be below this x the no-learning level (the model fits its training data)
+# Evaluation rises while the model is unstable or not learning belong to those findings.
+_NOT_OVERFITTING = frozenset(
+    {
+        Kind.DIVERGENCE,
+        Kind.LR_TOO_HIGH,
+        Kind.LR_TOO_LOW,
+        Kind.UNDERFITTING,
+        Kind.VANISHING_GRADIENTS,
+    }
+)
+TASK_NOISE = 0.01  # a task metric within 1 point of its best "holds"
+
+PLATEAU_EVALS = 6  # evaluations without improvement that make a plateau ...
+PLATEAU_SPAN = 0.15  # ... spanning at least this fraction of the steps so far
+PLATEAU_EPS = 0.01  # improvement smaller than 1% (relative) is no improvement
+CONVERGED = 0.1  # train level below this x reference: converged, not stalled
+SATURATED = 0.99  # a 0-1 task metric this high cannot improve much: not a plateau
+
+
+def worsening(ev: EvalTrack, value: float) -> float:
+    """How much worse `value` is than the best: relative rise for losses, points for scores."""
+    best = ev.best
+    if ev.higher:
+        scale = 100.0 if best > 1.5 else 1.0  # percentages
+        return (best - value) / scale
+    return value / best - 1.0 if best > 0 else value - best
+
+
+def _threshold(ev: EvalTrack) -> float:
+    return DROP_MIN if ev.higher else GL_MIN
+
+
+class OverfittingDetector:
+    """Evaluation metric worse than its best for `PATIENCE` evaluations while train loss falls."""
+
+    kinds: ClassVar[tuple[Kind, ...]] = (Kind.OVERFITTING,)
+    channels: ClassVar[int] = EVAL | LOSS
+
+    def __init__(self) -> None:
+        # Train loss between evaluations: its median is "the train loss at" an evaluation, so
+        # the comparison is not blurred by a window reaching back past the previous one.
+        self.interval = Window(INTERVAL_POINTS)
+        self.train_at: dict[int, float] = {}  # eval step -> train level over the interval
+        self.metric = ""
+
+    def check(self, step: int, st: State, touched: int) -> list[Signal]:
+        if touched & LOSS and st.loss.last_step == step and st.loss.finite:
+            self.interval.add(step, st.loss.last)
+        if not touched & EVAL:
+            return []
+        ev = st.primary_eval()
+        if ev is None or not ev.steps or ev.steps[-1] != step:
+            return []
+        if len(self.interval):
+            self.train_at[step] = self.interval.median()
+            self.interval.clear()
+        if self.metric and (ev.since_best == 0 or ev.key != self.metric):
+            metric, self.metric = self.metric, ""
+            return [resolved(Kind.OVERFITTING, metric)]
+        found = self._measure(st, ev)
+        if found is None:
+            return []
+        self.metric = ev.key
+        return [self._signal(ev, found)]
+
+    def _measure(self, st: State, ev: EvalTrack) -> dict[str, Any] | None:
+        k = ev.since_best
+        if k < PATIENCE or ev.best != ev.best:
+            return None
+        after = ev.values[ev.best_index + 1 :]
+        recent = [worsening(ev, v) for v in after[-PATIENCE:]]
+        gl = worsening(ev, ev.last)
+        thr = _threshold(ev)
+        if gl != gl or gl < thr or min(recent) < thr / 5:
+            return None
+        if st.active & _NOT_OVERFITTING:
+            return None
+        train_best = self.train_at.get(ev.best_step)
+        train_now = self.train_at.get(ev.steps[-1])
+        train_change = None
+        if train_best is not None and train_now is not None and train_best > 0:
+            train_change = train_now / train_best - 1.0
+            ref = st.reference_loss()
+            memorised = ref is not None and train_now <= MEMORISED * ref
+            if train_change > -TRAIN_MIN_FALL and not memorised:
+                return None  # training is not improving: not a generalisation problem
+            if ref is not None and train_now >= FITTED * ref:
+                return None  # the model does not fit its training data yet
+            loss = st.loss
+            if loss.level == loss.level and loss.level > TRAIN_STABLE * loss.best_level:
+                return None  # training is unstable: eval rises with it, not from overfitting
+        task = st.task_eval()
+        task_drop = None
+        if task is not None and task is not ev and len(task) and task.best == task.best:
+            task_drop = worsening(task, task.last)
+        return {
+            "gl": gl,
+            "k": k,
+            "train_change": train_change,
+            "task": task,
+            "task_drop": task_drop,
+        }
+
+    def _signal(self, ev: EvalTrack, f: dict[str, Any]) -> Signal:
+        gl: float = f["gl"]
+        task: EvalTrack | None = f["task"]
+        task_drop: float | None = f["task_drop"]
+        holds = task is not None and task_drop is not None and task_drop <= TASK_NOISE
+        if holds:
+            sev = Severity.INFO  # only the loss grows (overconfidence); the task metric holds
+        elif gl >= (GL_CRITICAL if not ev.higher else 5 * DROP_MIN):
+            sev = Severity.CRITICAL
+        else:
+            sev = Severity.WARNING
+        moved = f"rose {pct(gl)}" if not ev.higher else f"fell {gl * 100:.1f} points"
+        train = (
+            f" while train/loss fell {pct(-f['train_change'])}"
+            if f["train_change"] is not None and f["train_change"] < 0
+            else (" while train/loss held" if f["train_change"] is not None else "")
+        )
+        task_txt = ""
+        if task is not None and task_drop is not None:
+            task_txt = (
+                f" ({task.key} holds at {fmt(task.last)})"
+                if holds
+                else f" and {task.key} fell to {fmt(task.last)} from {fmt(task.best)}"
+            )
+        msg = (
+            f"{ev.key} {moved} over {f['k']} evaluations since step {ev.best_step} "
+            f"({fmt(ev.best)} -> {fmt(ev.last)}){train}{task_txt}: overfitting."
+        )
+        rec = Recommendation(
+            f"Stop and restore the checkpoint at step {ev.best_step}; or add weight decay, "
+            "dropout or data.",
+            {"action": "restore_best", "metric": ev.key, "step": ev.best_step},
+        )
+        evidence = {
+            "metric": ev.key,
+            "best": ev.best,
+            "best_step": ev.best_step,
+            "value": ev.last,
+            "step": ev.steps[-1],
+            "evaluations_since_best": f["k"],
+            "generalization_loss": gl,
+            "train_loss_change": f["train_change"],
+            "task_metric": task.key if task is not None else None,
+            "task_drop": task_drop,
+            "recent": list(zip(ev.steps[-PATIENCE - 1 :], ev.values[-PATIENCE - 1 :], strict=True)),
+        }
+        return Signal(Kind.OVERFITTING, ev.key, sev, msg, evidence, rec, headline=gl)
+
+    def rewind(self, step: int, st: State) -> None:
+        self.train_at = {s: v for s, v in self.train_at.items() if s < step}
+        self.interval.rewind(step)
+        self.metric = ""  # the monitor resolves findings raised after `step`
+
+    def unchecked(self, st: State) -> dict[Kind, str]:
+        ev = st.primary_eval()
+        if ev is None:
+            return {
+                Kind.OVERFITTING: "no eval/* quality metric (eval/loss, eval/accuracy, ...) logged"
+            }
+        if len(ev) < PATIENCE + 2:
+            return {
+                Kind.OVERFITTING: f"only {len(ev)} evaluations of {ev.key}; overfitting needs "
+                f"at least {PATIENCE + 2}"
+            }
+        return {}
+
+
+class PlateauDetector:
+    """No improvement of the primary evaluation metric over several evaluations, not converged."""
+
+    kinds: ClassVar[tuple[Kind, ...]] = (Kind.PLATEAU,)
+    channels: ClassVar[int] = EVAL
+
+    def __init__(self) -> None:
+        self.metric = ""
+        self.since = -1
+
+    def check(self, step: int, st: State, touched: int) -> list[Signal]:
+        ev = st.primary_eval()
+        if ev is None or not ev.steps or ev.steps[-1] != step:
+            return []
+        found = self._measure(st, ev)
+        if found is None:
+            if self.metric:
+                metric, self.metric = self.metric, ""
+                return [resolved(Kind.PLATEAU, metric)]
+            return []
+        if not self.metric:
+            self.metric, self.since = ev.key, step
+        return [self._signal(st, ev, found)]
+
+    def _measure(self, st: State, ev: EvalTrack) -> dict[str, Any] | None:
+        n = len(ev)
+        if n <= PLATEAU_EVALS or Kind.OVERFITTING in st.active:
+            return None
+        start = n - 1 - PLATEAU_EVALS  # the evaluation the window is measured from
+        span = ev.steps[-1] - ev.steps[start]
+        if span < PLATEAU_SPAN * max(ev.steps[-1] - st.segment_start, 1):
+            return None
+        before = _best(ev, ev.values[: start + 1])
+        window = _best(ev, ev.values[start + 1 :])
+        if before is None or window is None:
+            return None
+        gain = (window - before) if ev.higher else (before - window)
+        rel = gain / abs(before) if before else gain
+        if rel >= PLATEAU_EPS or worsening(ev, ev.last) >= _threshold(ev):
+            return None  # still improving, or getting worse (overfitting's business)
+        task = st.task_eval()
+        if task is not None and task.best == task.best:
+            scale = 100.0 if task.best > 1.5 else 1.0
+            if task.best / scale >= SATURATED:
+                return None
+        ref = st.reference_loss()
+        loss = st.loss
+        if ref is not None and len(loss.long):
+            level = loss.long.median()
+            if level < CONVERGED * ref or level >= STUCK * ref:
+                return None  # converged, or never learned (LearningDetector's business)
+        return {
+            "before": before,
+            "window": window,
+            "rel": rel,
+            "span": span,
+            "start": ev.steps[start],
+        }
+
+    def _signal(self, st: State, ev: EvalTrack, f: dict[str, Any]) -> Signal:
+        msg = (
+            f"{ev.key} has not improved on {fmt(f['before'])} (step {ev.best_step}) over the "
+            f"last {PLATEAU_EVALS} evaluations ({f['span']} steps, best change "
+            f"{pct(f['rel'])}) and train/loss is not converging: plateau."
+        )
+        rec = Recommendation(
+            "Reduce the learning rate (x0.3) to settle into the minimum, or stop if the metric "
+            "is good enough; a larger model may be needed if it persists.",
+            {"action": "scale_lr", "factor": 0.3},
+        )
+        evidence = {
+            "metric": ev.key,
+            "best": ev.best,
+            "best_step": ev.best_step,
+            "window_start_step": f["start"],
+            "evaluations": PLATEAU_EVALS,
+            "span_steps": f["span"],
+            "relative_gain": f["rel"],
+            "since_step": self.since,
+            "train_loss_level": st.loss.long.median() if len(st.loss.long) else None,
+        }
+        return Signal(Kind.PLATEAU, ev.key, Severity.WARNING, msg, evidence, rec, headline=1.0)
+
+    def rewind(self, step: int, st: State) -> None:
+        if self.since >= step:
+            self.metric, self.since = "", -1
+
+    def unchecked(self, st: State) -> dict[Kind, str]:
+        ev = st.primary_eval()
+        if ev is None:
+            return {Kind.PLATEAU: "no eval/* quality metric logged"}
+        if len(ev) <= PLATEAU_EVALS:
+            return {
+                Kind.PLATEAU: f"only {len(ev)} evaluations of {ev.key}; a plateau needs more than "
+                f"{PLATEAU_EVALS}"
+            }
+        return {}
+
+
+def _best(ev: EvalTrack, values: list[float]) -> float | None:
+    finite = [v for v in values if v - v == 0.0]
+    if not finite:
+        return None
+    return max(finite) if ev.higher else min(finite)

@@ -1,0 +1,263 @@
+"""A run that is not learning, and why: learning rate too high, too low, or underfitting.
+
+One detector decides among the three, because they share the symptom — the training loss sits
+at the no-learning level (ln C for C classes, else its initial value) after a fair share of the
+budget — and differ in the cause, read from the update/weight ratio (‖Δθ‖/‖θ‖ per step, the
+measure DeepDiagnosis uses) and, without it, from the loss's own dynamics:
+
+- *lr_too_high*: the loss fell well below the no-learning level and came back (the collapse of
+  a too-high LR on a pretrained model), or it is stuck with huge updates or erratic values;
+- *lr_too_low*: it is stuck with tiny updates, or creeps down smoothly and slowly;
+- *underfitting*: it is stuck with neither (a data or capacity problem: shuffled labels, frozen
+  parameters, a model too small).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from ..values import fmt
+from .detector import EVAL, LOSS, Signal, pct, resolved
+from .findings import Kind, Recommendation, Severity
+from .state import LONG, RECENT, State
+
+FAIR_SHARE = 0.25  # fraction of the budget after which "not learning yet" is a finding
+MIN_POINTS = 2 * LONG  # loss points needed when the budget is unknown
+EVERY = 5  # judge every 5th loss point (levels move slowly; keeps the monitor cheap)
+STUCK = 0.9  # long loss level >= this x reference: no meaningful learning
+UNSTUCK = 0.8  # ... and below this x reference it is learning again
+LEARNED = 0.6  # best level <= this x reference: the model had learned
+COLLAPSED = 0.9  # ... and a level back >= this x reference: collapse
+UPDATE_HIGH = 5e-2  # update/weight ratio per step above this: LR too high
+UPDATE_LOW = 1e-5  # ... below this: LR too low
+UNSTABLE = 1.3  # with large updates, a loss level this x its best: unstable (too high)
+ERRATIC = 1.5  # stuck with loss points above this x reference in the window: too high
+CHANCE_MARGIN = 0.1  # eval accuracy within this (absolute) of 1/C (or of its first value): chance
+
+
+class LearningDetector:
+    """Decides between lr_too_high, lr_too_low and underfitting for a run that does not learn."""
+
+    kinds: ClassVar[tuple[Kind, ...]] = (Kind.LR_TOO_HIGH, Kind.LR_TOO_LOW, Kind.UNDERFITTING)
+    channels: ClassVar[int] = LOSS | EVAL
+
+    def __init__(self) -> None:
+        self.kind: Kind | None = None  # the kind of the active finding
+        self.first: dict[str, Any] = {}
+        self._tick = 0
+
+    def check(self, step: int, st: State, touched: int) -> list[Signal]:
+        if not touched & EVAL:
+            self._tick += 1
+            if self._tick % EVERY:
+                return []
+        loss = st.loss
+        ref = st.reference_loss()
+        if ref is None or ref <= 0 or loss.level != loss.level:
+            return []
+        if self.kind is not None:
+            if self._over(st, ref):
+                kind, self.kind = self.kind, None
+                return [resolved(kind, "train/loss")]
+            return [self._signal(step, st, ref, self.first)]
+        if st.active & {Kind.DIVERGENCE, Kind.VANISHING_GRADIENTS}:
+            return []  # the cause is already named
+        verdict = self._collapse(st, ref) or self._unstable(st) or self._stuck(step, st, ref)
+        if verdict is None:
+            return []
+        self.kind = verdict["kind"]
+        self.first = {**verdict, "step": step}
+        return [self._signal(step, st, ref, self.first)]
+
+    # -- verdicts --------------------------------------------------------------------------------
+    @staticmethod
+    def _collapse(st: State, ref: float) -> dict[str, Any] | None:
+        """Learnt (best level <= 0.6 x reference), then back at >= 0.9 x reference for good:
+        more than half of the last 50 points, so a recovering spike never counts."""
+        loss = st.loss
+        if loss.best_level > LEARNED * ref or len(loss.long) < LONG // 2:
+            return None
+        if loss.level < COLLAPSED * ref or loss.long.median() < COLLAPSED * ref:
+            return None
+        return {"kind": Kind.LR_TOO_HIGH, "rule": "collapse"}
+
+    @staticmethod
+    def _unstable(st: State) -> dict[str, Any] | None:
+        """Large updates (median of the recent update/weight ratios) while the loss level has
+        climbed well above its best: every step overshoots."""
+        upd = st.update
+        loss = st.loss
+        if len(upd.recent) < RECENT or loss.best_level == math.inf:
+            return None
+        ratio = upd.recent.median()
+        if ratio < UPDATE_HIGH or loss.level < UNSTABLE * loss.best_level:
+            return None
+        return {"kind": Kind.LR_TOO_HIGH, "rule": "unstable, large updates", "update_ratio": ratio}
+
+    def _stuck(self, step: int, st: State, ref: float) -> dict[str, Any] | None:
+        loss = st.loss
+        used = st.budget_used(step)
+        if used is not None and used < FAIR_SHARE:
+            return None
+        if used is None and loss.n < MIN_POINTS:
+            return None
+        if len(loss.long) < LONG // 2:
+            return None
+        level = loss.long.median()
+        if level < STUCK * ref or loss.level < STUCK * ref or not _eval_fails(st, ref):
+            return None
+        upd = st.update
+        if len(upd.long) >= RECENT:
+            ratio = upd.long.median()
+            if ratio >= UPDATE_HIGH:
+                return {
+                    "kind": Kind.LR_TOO_HIGH,
+                    "rule": "stuck, large updates",
+                    "update_ratio": ratio,
+                }
+            if ratio <= UPDATE_LOW:
+                return {
+                    "kind": Kind.LR_TOO_LOW,
+                    "rule": "stuck, tiny updates",
+                    "update_ratio": ratio,
+                }
+            return {"kind": Kind.UNDERFITTING, "rule": "stuck", "update_ratio": ratio}
+        if loss.long.max() >= ERRATIC * ref:
+            return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, erratic loss"}
+        return {"kind": Kind.UNDERFITTING, "rule": "stuck"}
+
+    def _over(self, st: State, ref: float) -> bool:
+        """Whether the model learns again (hysteresis: below 0.8 x reference, not 0.9)."""
+        loss = st.loss
+        rule = self.first.get("rule")
+        if rule == "collapse":
+            return loss.level < LEARNED * ref
+        if rule == "unstable, large updates":
+            upd = st.update.recent
+            calm = len(upd) and upd.median() < UPDATE_HIGH / 3
+            return bool(calm) and loss.level <= 1.1 * loss.best_level
+        return len(loss.long) >= RECENT and loss.long.median() < UNSTUCK * ref
+
+    # -- the finding -------------------------------------------------------------------------------
+    def _signal(self, step: int, st: State, ref: float, first: dict[str, Any]) -> Signal:
+        kind: Kind = first["kind"]
+        loss = st.loss
+        chance, source = st.chance()
+        ref_name = (
+            f"the chance level ln {st.context.num_classes or round(math.exp(chance))} = {fmt(ref)}"
+            if chance is not None
+            else f"its initial value {fmt(ref)}"
+        )
+        level = loss.long.median() if len(loss.long) else loss.level
+        evidence: dict[str, Any] = {
+            "metric": "train/loss",
+            "rule": first["rule"],
+            "since_step": first["step"],
+            "level": level,
+            "reference": ref,
+            "reference_source": source or "initial train/loss",
+            "initial": loss.initial,
+            "best_level": loss.best_level,
+            "best_step": loss.best_step,
+            "lr_peak": st.lr.peak if st.lr.n else None,
+            "update_ratio": first.get("update_ratio"),
+            "budget_used": st.budget_used(step),
+        }
+        acc = self._accuracy(st)
+        if acc is not None:
+            evidence["eval_metric"], evidence["eval_value"] = acc
+        lr = f" (peak lr {fmt(st.lr.peak)})" if st.lr.n else ""
+        upd = first.get("update_ratio")
+        upd_text = f" with update/weight ratio {fmt(upd)} per step" if upd is not None else ""
+        if first["rule"] == "collapse":
+            msg = (
+                f"train/loss fell to {fmt(loss.best_level)} at step {loss.best_step} and came back "
+                f"to {fmt(loss.level)}, {pct(loss.level / ref)} of {ref_name}, by step "
+                f"{first['step']}: the learning rate is too high{lr}."
+            )
+            rec = Recommendation(
+                f"Roll back to step {loss.best_step} and lower the learning rate (x0.3), or "
+                "warm it up more gently.",
+                {"action": "rollback", "step": loss.best_step, "lr_factor": 0.3},
+            )
+            return Signal(kind, "train/loss", Severity.CRITICAL, msg, evidence, rec, 1.0)
+        stuck = (
+            f"train/loss level {fmt(level)} is still {pct(level / ref)} of {ref_name} at step "
+            f"{first['step']}"
+        )
+        if first["rule"] == "unstable, large updates":
+            msg = (
+                f"train/loss level climbed back to {fmt(loss.level)}, "
+                f"{loss.level / loss.best_level:.1f}x its best {fmt(loss.best_level)} (step "
+                f"{loss.best_step}){upd_text} (above {UPDATE_HIGH:g}): the learning rate is too "
+                f"high{lr}."
+            )
+            rec = Recommendation(
+                f"Lower the learning rate about 10x; roll back to step {loss.best_step} if the "
+                "model got worse.",
+                {"action": "rollback", "step": loss.best_step, "lr_factor": 0.1},
+            )
+        elif kind is Kind.LR_TOO_HIGH:
+            why = upd_text or f" with points up to {fmt(loss.long.max())}"
+            msg = f"{stuck}{why}: the learning rate is too high{lr}."
+            rec = Recommendation(
+                "Lower the learning rate about 10x and restart from the last good checkpoint.",
+                {"action": "scale_lr", "factor": 0.1},
+            )
+        elif kind is Kind.LR_TOO_LOW:
+            msg = f"{stuck}{upd_text}: the learning rate is too low{lr}."
+            rec = Recommendation(
+                "Raise the learning rate about 10x (AdamW fine-tuning usually uses 1e-5 to 1e-4).",
+                {"action": "scale_lr", "factor": 10.0},
+            )
+        else:
+            tail = f" and {acc[0]} is {fmt(acc[1])}" if acc is not None else ""
+            msg = f"{stuck}{tail}{upd_text}: the model is not learning (underfitting)."
+            rec = Recommendation(
+                "Check the labels and the data pipeline (shuffled or misaligned labels?) and that "
+                "the right parameters are trainable; then try a larger model or a higher "
+                "learning rate, or train longer.",
+                None,
+            )
+        return Signal(kind, "train/loss", Severity.WARNING, msg, evidence, rec, 1.0)
+
+    @staticmethod
+    def _accuracy(st: State) -> tuple[str, float] | None:
+        ev = st.task_eval()
+        if ev is None or not len(ev) or ev.last != ev.last:
+            return None
+        return ev.key, ev.last
+
+    def rewind(self, step: int, st: State) -> None:
+        if self.kind is not None and self.first.get("step", -1) >= step:
+            self.kind, self.first = None, {}
+
+    def unchecked(self, st: State) -> dict[Kind, str]:
+        if not st.loss.n:
+            why = "no train/loss logged"
+            return {k: why for k in self.kinds}
+        if st.reference_loss() is None:
+            why = "too few train/loss points to set the initial level"
+            return {k: why for k in self.kinds}
+        return {}
+
+
+def _eval_fails(st: State, ref: float) -> bool:
+    """Whether evaluation agrees the model has learnt nothing (True when nothing is evaluated).
+
+    The task metric (accuracy/F1) within `CHANCE_MARGIN` of chance (1/C) or of its first value;
+    else eval/loss at >= `STUCK` x the reference.
+    """
+    task = st.task_eval()
+    if task is not None and len(task) and task.last == task.last:
+        scale = 100.0 if task.best > 1.5 else 1.0
+        c = st.context.num_classes
+        floor = 1.0 / c if c else task.first / scale
+        if floor != floor:
+            floor = 0.0
+        return task.last / scale <= floor + CHANCE_MARGIN
+    ev = st.evals.get("eval/loss")
+    if ev is not None and len(ev) and ev.last == ev.last:
+        return ev.last >= STUCK * ref
+    return True

@@ -1,0 +1,296 @@
+"""`Monitor`: runs the detectors on every log call and keeps each finding's lifecycle.
+
+Online it is the store writer's observer (`Run(..., observer=Monitor(ctx))`): `observe()` is
+called on the writer thread for every `log()` call, in order, and the finding events it returns
+are committed with the points. Offline, `engine.replay` drives the very same object over old
+logs, so both give the same findings for the same points.
+
+A finding is *raised* once (at the step its evidence first sufficed), *updated* only when its
+severity changes, its headline number moves by half or more, or it has persisted twice as long
+as when last stored, and *resolved* when it ends or a rollback abandons the points behind it.
+
+>>> m = Monitor()
+>>> events = [e for s in range(3) for e in m.observe(s, 0.0, [("train/loss", float("nan"))])]
+>>> [(e.kind, e.data["state"]) for e in events]
+[('divergence', 'raised')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..store import EventRecord
+from .context import Context
+from .detector import (
+    EPOCH,
+    EVAL,
+    GRAD,
+    LAYER,
+    LOSS,
+    LR,
+    PROBE,
+    RETAIN,
+    UPDATE,
+    Detector,
+    Signal,
+)
+from .findings import RAISED, RESOLVED, UPDATED, Finding, Kind, finding_id
+from .state import EvalTrack, State, Track, is_quality_metric
+
+OnFinding = Callable[[Finding, str], None]
+_Adder = Callable[[int, float], None]
+
+HEADLINE_CHANGE = 0.5  # a relative change of the headline number that is worth an update
+PERSIST_STEPS = 50  # a finding that persisted twice as long (and >= 2 x this) is stored again
+
+
+def default_detectors() -> list[Detector]:
+    """One instance of every detector, in the order they run (causes before symptoms)."""
+    from .forgetting import ForgettingDetector
+    from .generalization import OverfittingDetector, PlateauDetector
+    from .gradients import ExplodingDetector, VanishingDetector
+    from .learning import LearningDetector
+    from .numeric import DivergenceDetector, SpikeDetector
+
+    return [
+        DivergenceDetector(),
+        SpikeDetector(),
+        ExplodingDetector(),
+        VanishingDetector(),
+        LearningDetector(),
+        OverfittingDetector(),
+        PlateauDetector(),
+        ForgettingDetector(),
+    ]
+
+
+@dataclass
+class _Active:
+    finding: Finding  # as last stored
+    headline: float  # headline number when last stored
+    seen: int  # last step at which the condition held
+
+
+class Monitor:
+    """The online monitor: an `Observer` for the store writer (see module docstring).
+
+    `on_finding(finding, state)` is called for every stored change ("raised", "updated",
+    "resolved"), e.g. by the policy to turn findings into interventions on `run.control`.
+    """
+
+    def __init__(
+        self,
+        context: Context | None = None,
+        on_finding: OnFinding | None = None,
+        *,
+        detectors: Sequence[Detector] | None = None,
+    ) -> None:
+        self.context = context or Context()
+        self.state = State(self.context)
+        self.on_finding = on_finding
+        self.detectors: list[Detector] = (
+            list(detectors) if detectors is not None else default_detectors()
+        )
+        self._checks = [(d, d.channels) for d in self.detectors]
+        self._routes: dict[str, tuple[int, _Adder | None]] = {}
+        self._active: dict[tuple[Kind, str], _Active] = {}
+        self._all: dict[str, Finding] = {}
+        self._last_step: int | None = None
+
+    # -- the observer ------------------------------------------------------------------------
+    def observe(self, step: int, wall: float, values: list[tuple[str, float]]) -> list[EventRecord]:
+        """Take one log call; return the finding events it caused (usually none)."""
+        st = self.state
+        out: list[EventRecord] = []
+        if self._last_step is not None and step < self._last_step:
+            out.extend(self._rewind(step, wall))
+        self._last_step = step
+        st.step = step
+        touched = 0
+        routes = self._routes
+        for key, value in values:
+            route = routes.get(key)
+            if route is None:
+                route = self._route(key)
+            channel, add = route
+            if add is not None:
+                add(step, value)
+                touched |= channel
+        if not touched:
+            return out
+        for det, channels in self._checks:
+            if channels & touched:
+                signals = det.check(step, st, touched)
+                if signals:
+                    out.extend(self._apply(step, wall, signals))
+        return out
+
+    def finish(self, wall: float = 0.0) -> list[EventRecord]:
+        """Store the last step of every finding still active (call once, at the end).
+
+        Returns `updated` events for findings seen after their last stored event; offline
+        `replay` calls it at the end of the history, and so should the online wiring when
+        the run finishes, so both store the same `last_step`.
+        """
+        out = []
+        for act in self._active.values():
+            if act.seen > act.finding.last_step:
+                f = act.finding.replace(last_step=act.seen, state=UPDATED)
+                out.append(self._store(f, UPDATED, act.seen, wall, act))
+        return out
+
+    # -- results -------------------------------------------------------------------------------
+    def findings(self) -> list[Finding]:
+        """Every finding so far (active and resolved), as last stored, by first step."""
+        return sorted(self._all.values(), key=lambda f: (f.step, f.kind, f.id))
+
+    def active(self) -> list[Finding]:
+        """Findings that still hold."""
+        return [a.finding for a in self._active.values()]
+
+    def unchecked(self) -> dict[Kind, str]:
+        """Kinds that could not be checked on what was logged, with the reason."""
+        out: dict[Kind, str] = {}
+        for det in self.detectors:
+            for kind, why in det.unchecked(self.state).items():
+                out.setdefault(kind, why)
+        return out
+
+    # -- routing -------------------------------------------------------------------------------
+    def _route(self, key: str) -> tuple[int, _Adder | None]:
+        st = self.state
+        st.seen.add(key)
+        route: tuple[int, _Adder | None] = (0, None)
+        if key == "train/loss":
+            route = (LOSS, st.loss.add)
+        elif key == "train/grad_norm":
+            route = (GRAD, st.grad.add)
+        elif key.startswith("train/grad_norm/"):
+            track = st.layers[key] = Track(key)
+            route = (LAYER, track.add)
+        elif key == "train/lr":
+            route = (LR, st.lr.add)
+        elif key == "train/update_ratio":
+            route = (UPDATE, st.update.add)
+        elif key == "train/epoch":
+            route = (EPOCH, self._set_epoch)
+        elif key.startswith("probe/"):
+            route = (PROBE, self._eval_track(st.probes, key).add)
+        elif is_quality_metric(key):
+            if key.startswith("eval/"):
+                route = (EVAL, self._eval_track(st.evals, key).add)
+            elif key.startswith("retain/"):
+                route = (RETAIN, self._eval_track(st.retain, key).add)
+        self._routes[key] = route
+        return route
+
+    @staticmethod
+    def _eval_track(tracks: dict[str, EvalTrack], key: str) -> EvalTrack:
+        track = tracks[key] = EvalTrack.for_key(key)
+        return track
+
+    def _set_epoch(self, step: int, value: float) -> None:
+        self.state.epoch = value
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _apply(self, step: int, wall: float, signals: list[Signal]) -> list[EventRecord]:
+        out = []
+        for sig in signals:
+            key = (sig.kind, sig.metric)
+            act = self._active.get(key)
+            if sig.severity is None:
+                if act is not None:
+                    out.append(self._resolve(key, act, step, wall))
+                continue
+            if act is None:
+                out.append(self._raise(sig, step, wall))
+                continue
+            act.seen = step
+            f = act.finding
+            h0 = act.headline
+            if (
+                sig.severity != f.severity
+                or abs(sig.headline - h0) >= HEADLINE_CHANGE * max(abs(h0), 1e-12)
+                or step - f.step >= 2 * max(f.last_step - f.step, PERSIST_STEPS)
+            ):
+                new = f.replace(
+                    severity=sig.severity,
+                    message=sig.message,
+                    evidence=sig.evidence,
+                    recommendation=sig.recommendation,
+                    last_step=step,
+                    state=UPDATED,
+                )
+                act.headline = sig.headline
+                out.append(self._store(new, UPDATED, step, wall, act))
+        return out
+
+    def _raise(self, sig: Signal, step: int, wall: float) -> EventRecord:
+        assert sig.severity is not None
+        fid = finding_id(sig.kind, sig.metric, step)
+        n = 2
+        while fid in self._all:
+            fid = f"{finding_id(sig.kind, sig.metric, step)}#{n}"
+            n += 1
+        f = Finding(
+            kind=sig.kind,
+            step=step,
+            severity=sig.severity,
+            message=sig.message,
+            evidence=sig.evidence,
+            recommendation=sig.recommendation,
+            id=fid,
+            last_step=step,
+            state=RAISED,
+            metric=sig.metric,
+        )
+        act = _Active(f, sig.headline, step)
+        self._active[(sig.kind, sig.metric)] = act
+        self.state.active.add(sig.kind)
+        return self._store(f, RAISED, step, wall, act)
+
+    def _resolve(self, key: tuple[Kind, str], act: _Active, step: int, wall: float) -> EventRecord:
+        del self._active[key]
+        if not any(k == key[0] for k, _ in self._active):
+            self.state.active.discard(key[0])
+        f = act.finding.replace(last_step=max(act.seen, act.finding.last_step), state=RESOLVED)
+        return self._store(f, RESOLVED, step, wall, act)
+
+    def _store(self, f: Finding, state: str, step: int, wall: float, act: _Active) -> EventRecord:
+        act.finding = f
+        self._all[f.id] = f
+        if self.on_finding is not None:
+            self.on_finding(f, state)
+        return EventRecord(
+            "finding",
+            str(f.kind),
+            str(f.severity),
+            f.message,
+            f.event_data(state),
+            f.step if state == RAISED else step,
+            f.id,
+            wall,
+        )
+
+    def _rewind(self, step: int, wall: float) -> list[EventRecord]:
+        """A step went back (rollback, resume): a new segment begins at `step`."""
+        st = self.state
+        st.segment += 1
+        st.segment_start = step
+        for track in (st.loss, st.grad, st.update, *st.layers.values()):
+            track.rewind(step)
+        for group in (st.evals, st.retain, st.probes):
+            for ev in group.values():
+                ev.rewind(step)
+        for det in self.detectors:
+            det.rewind(step, st)
+        # Findings whose evidence lies in the abandoned points end here.
+        out = []
+        for key, act in list(self._active.items()):
+            if act.finding.step >= step:
+                out.append(self._resolve(key, act, step, wall))
+        return out
+
+    def __repr__(self) -> str:
+        return f"Monitor(active={[a.finding.id for a in self._active.values()]!r})"

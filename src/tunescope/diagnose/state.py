@@ -1,0 +1,278 @@
+"""What the monitor knows of a run so far, shared read-only by the detectors.
+
+The monitor feeds every logged value into one of these tracks before any detector runs, so a
+detector sees the same state whatever order the values of one `log()` call came in. Tracks keep
+O(1) summaries and bounded windows; evaluation tracks keep their (sparse) points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..names import higher_is_better
+from .context import Context
+from .findings import Kind
+from .stats import Window
+
+INITIAL_POINTS = 5  # the initial loss is the median of the first finite points
+RECENT = 7  # points in a "current level" median
+LONG = 50  # points in a "long level" median
+
+
+class Track:
+    """A noisy per-step metric (train loss, gradient norm, update ratio): levels and extremes."""
+
+    __slots__ = (
+        "_firsts",
+        "best_level",
+        "best_step",
+        "initial",
+        "key",
+        "last",
+        "last_finite",
+        "last_finite_step",
+        "last_step",
+        "level",
+        "long",
+        "n",
+        "nonfinite",
+        "recent",
+        "seg_points",
+    )
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.n = 0  # finite points seen
+        self.seg_points = 0  # finite points since the current segment began
+        self.last = math.nan
+        self.last_step = -1
+        self.last_finite = math.nan
+        self.last_finite_step = -1
+        self.nonfinite = 0  # non-finite points seen
+        self._firsts: list[float] = []
+        self.initial: float | None = None
+        self.recent = Window(RECENT)
+        self.long = Window(LONG)
+        self.level = math.nan  # median of the last RECENT finite points
+        self.best_level = math.inf
+        self.best_step = -1
+
+    def add(self, step: int, x: float) -> None:
+        """Take one value (NaN/inf counted, kept out of the windows)."""
+        self.last = x
+        self.last_step = step
+        if x - x != 0.0:  # NaN or ±inf, without a function call
+            self.nonfinite += 1
+            return
+        self.n += 1
+        self.seg_points += 1
+        self.last_finite = x
+        self.last_finite_step = step
+        if self.initial is None:
+            self._firsts.append(x)
+            if len(self._firsts) >= INITIAL_POINTS:
+                s = sorted(self._firsts)
+                self.initial = s[len(s) // 2]
+        self.recent.add(step, x)
+        self.long.add(step, x)
+        if len(self.recent) >= RECENT:
+            lvl = self.level = self.recent.median()
+            if lvl < self.best_level:
+                self.best_level, self.best_step = lvl, step
+
+    @property
+    def start(self) -> float | None:
+        """The initial value, or the median of the first points while fewer than 5 exist."""
+        if self.initial is not None:
+            return self.initial
+        if not self._firsts:
+            return None
+        s = sorted(self._firsts)
+        return s[len(s) // 2]
+
+    @property
+    def finite(self) -> bool:
+        """Whether the last value was finite."""
+        return self.last - self.last == 0.0
+
+    def rewind(self, step: int) -> None:
+        """A rollback to `step`: forget points logged at or after it, keep the baselines."""
+        self.recent.rewind(step)
+        self.long.rewind(step)
+        self.seg_points = len(self.recent)
+        self.level = self.recent.median() if len(self.recent) >= RECENT else math.nan
+        if self.best_step >= step:
+            self.best_level = self.level if self.level == self.level else math.inf
+            self.best_step = self.recent.steps()[-1] if self.level == self.level else -1
+
+
+@dataclass
+class EvalTrack:
+    """A sparse metric (evaluation, retain set, probe): every point, its best and baseline."""
+
+    key: str
+    higher: bool
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    best: float = math.nan
+    best_step: int = -1
+    best_index: int = -1
+
+    @classmethod
+    def for_key(cls, key: str) -> EvalTrack:
+        """A track with the direction of `key` (accuracy up, loss down)."""
+        return cls(key, higher_is_better(key))
+
+    def add(self, step: int, x: float) -> None:
+        """Take one value; non-finite values are kept but never become the best."""
+        self.steps.append(step)
+        self.values.append(x)
+        if x - x == 0.0 and (self.best != self.best or self.better(x, self.best)):
+            self.best, self.best_step, self.best_index = x, step, len(self.values) - 1
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether a is better than b."""
+        return a > b if self.higher else a < b
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def first(self) -> float:
+        """The first finite value (the baseline), NaN if none."""
+        for v in self.values:
+            if v - v == 0.0:
+                return v
+        return math.nan
+
+    @property
+    def last(self) -> float:
+        """The latest value."""
+        return self.values[-1] if self.values else math.nan
+
+    @property
+    def since_best(self) -> int:
+        """Evaluations after the best one."""
+        return len(self.values) - 1 - self.best_index if self.best_index >= 0 else 0
+
+    def rewind(self, step: int) -> None:
+        """Forget points logged at or after `step` (abandoned by a rollback) and re-find the best."""
+        kept = [(s, v) for s, v in zip(self.steps, self.values, strict=True) if s < step]
+        self.steps, self.values = [], []
+        self.best, self.best_step, self.best_index = math.nan, -1, -1
+        for s, v in kept:
+            self.add(s, v)
+
+
+class LRTrack:
+    """The learning rate: its peak, and whether it is still rising (warmup)."""
+
+    __slots__ = ("last", "n", "peak", "peak_step", "rising")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.last = math.nan
+        self.peak = 0.0
+        self.peak_step = -1
+        self.rising = False  # the last change was an increase
+
+    def add(self, step: int, x: float) -> None:
+        """Take one LR value."""
+        if x - x != 0.0:
+            return
+        if self.n:
+            self.rising = x > self.last * (1 + 1e-9)
+        self.n += 1
+        self.last = x
+        if x > self.peak:
+            self.peak, self.peak_step = x, step
+
+    @property
+    def warm(self) -> bool:
+        """Whether warmup is over: two LR values seen and the LR no longer rising."""
+        return self.n >= 2 and not self.rising
+
+
+# Keys that describe an evaluation run rather than the model's quality.
+_EVAL_NOISE = ("runtime", "per_second", "epoch", "step", "mem", "flos", "time")
+
+
+def is_quality_metric(key: str) -> bool:
+    """Whether a key (eval/retain/probe) measures model quality with a known direction."""
+    leaf = key.rsplit("/", 1)[-1].lower()
+    if any(tok in leaf for tok in _EVAL_NOISE):
+        return False
+    return higher_is_better(key) or any(t in leaf for t in ("loss", "perplexity", "ppl", "error"))
+
+
+@dataclass
+class State:
+    """Everything the detectors may read. The monitor writes it; detectors only read it."""
+
+    context: Context
+    step: int = -1
+    segment: int = 0
+    segment_start: int = 0
+    loss: Track = field(default_factory=lambda: Track("train/loss"))
+    grad: Track = field(default_factory=lambda: Track("train/grad_norm"))
+    update: Track = field(default_factory=lambda: Track("train/update_ratio"))
+    lr: LRTrack = field(default_factory=LRTrack)
+    layers: dict[str, Track] = field(default_factory=dict)  # train/grad_norm/<layer>
+    evals: dict[str, EvalTrack] = field(default_factory=dict)  # eval/*
+    retain: dict[str, EvalTrack] = field(default_factory=dict)  # retain/*
+    probes: dict[str, EvalTrack] = field(default_factory=dict)  # probe/*
+    epoch: float = math.nan
+    active: set[Kind] = field(default_factory=set)  # kinds with an active finding
+    seen: set[str] = field(default_factory=set)  # keys seen, for the "unchecked" report
+    _chance: tuple[float | None, str] | None = None
+
+    def chance(self) -> tuple[float | None, str]:
+        """ln C and where C came from ("config", "inferred" or "" when unknown)."""
+        if self._chance is not None:
+            return self._chance
+        if self.context.num_classes is not None:
+            self._chance = self.context.chance_loss(None)
+            return self._chance
+        if self.loss.initial is None:
+            return None, ""  # decide once the initial loss is known
+        self._chance = self.context.chance_loss(self.loss.initial)
+        return self._chance
+
+    def reference_loss(self) -> float | None:
+        """The "no learning yet" loss level: ln C when known, else the initial train loss."""
+        c, _ = self.chance()
+        return c if c is not None else self.loss.initial
+
+    def budget_used(self, step: int) -> float | None:
+        """Fraction of the training budget used at `step`, when the budget is known.
+
+        From `Context.max_steps`; else from `train/epoch`, counting 3 epochs (HF Trainer's
+        default) as the budget. None when neither is known.
+        """
+        if self.context.max_steps:
+            return step / self.context.max_steps
+        if self.epoch == self.epoch:
+            return self.epoch / 3.0
+        return None
+
+    def primary_eval(self) -> EvalTrack | None:
+        """The evaluation metric to judge generalisation by: eval/loss, else the first to maximise."""
+        ev = self.evals
+        if "eval/loss" in ev:
+            return ev["eval/loss"]
+        for key in sorted(ev):
+            if ev[key].higher:
+                return ev[key]
+        return next(iter(sorted(ev.items())), (None, None))[1]
+
+    def task_eval(self) -> EvalTrack | None:
+        """The task metric users care about: eval/accuracy, eval/f1, else another to maximise."""
+        ev = self.evals
+        for key in ("eval/accuracy", "eval/f1"):
+            if key in ev:
+                return ev[key]
+        for key in sorted(ev):
+            if ev[key].higher:
+                return ev[key]
+        return None

@@ -1,0 +1,255 @@
+"""Table-driven: a curve in, findings out — every kind, and the healthy look-alikes that must not
+raise anything above `info`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import pytest
+
+from tunescope.diagnose import Context, Finding, Kind, Monitor, Severity
+
+from .curves import LN10, Spec, build, u_shape, warmup
+
+CTX = Context(num_classes=10, max_steps=400)
+
+
+def run(spec: Spec, ctx: Context = CTX) -> list[Finding]:
+    m = Monitor(dataclasses.replace(ctx, max_steps=spec.steps))
+    for step, wall, values in build(spec):
+        m.observe(step, wall, values)
+    m.finish()
+    return m.findings()
+
+
+def serious(findings: list[Finding]) -> set[Kind]:
+    return {f.kind for f in findings if f.severity is not Severity.INFO}
+
+
+def first(findings: list[Finding], kind: Kind) -> Finding:
+    hits = [f for f in findings if f.kind is kind]
+    assert hits, f"no {kind} in {[(f.kind.value, f.step, f.message) for f in findings]}"
+    return hits[0]
+
+
+# -- healthy look-alikes: nothing above info -------------------------------------------------------
+def _slow_steady(s: int) -> float:
+    return LN10 * (0.15 + 0.85 * math.exp(-s / 900))
+
+
+HEALTHY: dict[str, Spec] = {
+    "healthy": Spec(),
+    "healthy, other seed": Spec(seed=3),
+    "healthy, evals in their own log calls": Spec(separate_eval_calls=True),
+    "warmup bump": Spec(
+        lr=warmup(1e-3, 40),
+        loss=lambda s: LN10 * (1.25 if 5 <= s <= 30 else 1.0) * (0.03 + 0.97 * math.exp(-s / 60)),
+    ),
+    "a single noisy evaluation": Spec(
+        eval_loss=lambda s: (0.2 + (LN10 - 0.2) * math.exp(-s / 60)) * (1.4 if s == 200 else 1.0)
+    ),
+    "slow but steady convergence": Spec(
+        steps=1200,
+        loss=_slow_steady,
+        eval_loss=lambda s: _slow_steady(s) * 1.05,
+        eval_acc=lambda s: 0.9 - 0.8 * math.exp(-s / 900),
+        update=lambda s: 4e-4,
+    ),
+    "eval accuracy saturating at 100%": Spec(
+        eval_acc=lambda s: min(1.0, 1.2 - 1.1 * math.exp(-s / 40)),
+        eval_loss=lambda s: 0.01 + (LN10 - 0.01) * math.exp(-s / 40),
+        loss=lambda s: LN10 * (0.002 + 0.998 * math.exp(-s / 40)),
+    ),
+    "sparse irregular evaluations": Spec(eval_every=97),
+    "grad norm drifting up slowly": Spec(grad=lambda s: 1.0 + s / 100),
+}
+
+
+@pytest.mark.parametrize("name", list(HEALTHY))
+def test_healthy_lookalikes_raise_nothing_above_info(name: str) -> None:
+    findings = run(HEALTHY[name])
+    assert serious(findings) == set(), [(f.kind.value, f.step, f.message) for f in findings]
+
+
+# -- faults: the kind, at the right step -----------------------------------------------------------
+def _nan_at(step: int) -> Spec:
+    return Spec(extra={s: {"train/loss": math.nan} for s in range(step, 401)})
+
+
+def _collapse(s: int) -> float:
+    # learns, then a too-high LR throws it back to the class prior (just under ln C)
+    return LN10 * (0.1 + 0.9 * math.exp(-s / 20)) if s < 120 else LN10 * 0.97
+
+
+Case = tuple[Spec, Kind, Callable[[Finding], bool]]
+
+FAULTS: dict[str, Case] = {
+    "overfitting: eval loss U-shape, train falling": (
+        Spec(steps=600, eval_loss=u_shape(0.5, 200, 0.15), eval_acc=None),
+        Kind.OVERFITTING,
+        lambda f: 220 <= f.step <= 260 and f.evidence["best_step"] == 200,
+    ),
+    "overfitting on a metric to maximise (accuracy only)": (
+        Spec(
+            steps=600,
+            eval_loss=None,
+            eval_acc=lambda s: (
+                0.9 - 0.8 * (1 - s / 200) ** 2 if s <= 200 else 0.9 - (s - 200) / 2000
+            ),
+        ),
+        Kind.OVERFITTING,
+        lambda f: f.evidence["metric"] == "eval/accuracy" and f.step <= 320,
+    ),
+    "divergence: NaN loss": (_nan_at(250), Kind.DIVERGENCE, lambda f: f.step == 250),
+    "divergence: inf grad norm": (
+        Spec(extra={180: {"train/grad_norm": math.inf}}),
+        Kind.DIVERGENCE,
+        lambda f: f.step == 180 and f.severity is Severity.CRITICAL,
+    ),
+    "divergence: loss blows up and stays": (
+        Spec(
+            loss=lambda s: LN10 * (0.03 + 0.97 * math.exp(-s / 60)) if s < 200 else 40.0 * (s - 199)
+        ),
+        Kind.DIVERGENCE,
+        lambda f: 200 <= f.step <= 215,
+    ),
+    "loss spike that recovers": (
+        Spec(extra={250: {"train/loss": 6.0}}),
+        Kind.LOSS_SPIKE,
+        lambda f: f.evidence["peak_step"] == 250 and 251 <= f.step <= 260,
+    ),
+    "lr too high: learns then collapses to chance": (
+        Spec(loss=_collapse, noise=0.05, eval_loss=None, eval_acc=None),
+        Kind.LR_TOO_HIGH,
+        lambda f: 120 <= f.step <= 160,
+    ),
+    "lr too high: stuck at chance with huge updates": (
+        Spec(
+            loss=lambda s: LN10 * 1.05,
+            update=lambda s: 0.3,
+            eval_loss=lambda s: LN10,
+            eval_acc=lambda s: 0.1,
+        ),
+        Kind.LR_TOO_HIGH,
+        lambda f: f.step <= 200,
+    ),
+    "lr too low: stuck with tiny updates": (
+        Spec(
+            loss=lambda s: LN10 * (1 - s / 40000),
+            noise=0.02,
+            update=lambda s: 2e-6,
+            lr=lambda s: 1e-7,
+            eval_loss=lambda s: LN10 * (1 - s / 40000),
+            eval_acc=lambda s: 0.1,
+        ),
+        Kind.LR_TOO_LOW,
+        lambda f: f.step <= 200,
+    ),
+    "underfitting: labels shuffled": (
+        Spec(
+            loss=lambda s: LN10 * 0.99,
+            noise=0.05,
+            eval_loss=lambda s: LN10 * 1.01,
+            eval_acc=lambda s: 0.1,
+        ),
+        Kind.UNDERFITTING,
+        lambda f: 80 <= f.step <= 200,
+    ),
+    "plateau: stalls well above converged": (
+        Spec(
+            steps=800,
+            loss=lambda s: LN10 * (0.3 + 0.7 * math.exp(-s / 40)),
+            eval_loss=lambda s: LN10 * (0.32 + 0.68 * math.exp(-s / 40)),
+            eval_acc=lambda s: 0.7 - 0.6 * math.exp(-s / 40),
+        ),
+        Kind.PLATEAU,
+        lambda f: f.step <= 500,
+    ),
+    "exploding gradients": (
+        Spec(grad=lambda s: 1.0 if s < 200 else 80.0),
+        Kind.EXPLODING_GRADIENTS,
+        lambda f: 200 <= f.step <= 210,
+    ),
+    "vanishing gradients": (
+        Spec(
+            loss=lambda s: LN10,
+            noise=0.03,
+            layers=(lambda s: 1e-7, lambda s: 0.1),
+            eval_loss=lambda s: LN10,
+            eval_acc=lambda s: 0.1,
+        ),
+        Kind.VANISHING_GRADIENTS,
+        lambda f: f.step <= 60 and f.evidence["ratio"] < 1e-3,
+    ),
+    "forgetting: retain accuracy falls 15 points": (
+        Spec(retain={"retain/accuracy": lambda s: 0.95 - 0.15 * min(1.0, s / 200)}),
+        Kind.FORGETTING,
+        lambda f: 60 <= f.step <= 120,
+    ),
+    "forgetting: retain loss up 40%": (
+        Spec(retain={"retain/loss": lambda s: 0.3 * (1 + 0.4 * min(1.0, s / 100))}),
+        Kind.FORGETTING,
+        lambda f: 20 <= f.step <= 80,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_fault_is_found_with_evidence(name: str) -> None:
+    spec, kind, when = FAULTS[name]
+    findings = run(spec)
+    f = first(findings, kind)
+    assert when(f), (f.step, f.message, f.evidence)
+    assert f.message.endswith(".") and any(ch.isdigit() for ch in f.message)
+    assert f.recommendation.text
+    # nothing unrelated and serious rides along
+    others = serious(findings) - {kind}
+    assert not others, [(g.kind.value, g.step, g.message) for g in findings if g.kind in others]
+
+
+def test_non_finite_is_flagged_at_that_very_step() -> None:
+    m = Monitor(CTX)
+    events = []
+    for s in range(1, 60):
+        loss = math.nan if s == 37 else 2.0 - s / 100
+        events += m.observe(s, float(s), [("train/loss", loss)])
+    raised = [e for e in events if e.data["state"] == "raised"]
+    assert [(e.kind, e.step) for e in raised] == [("divergence", 37)]
+
+
+def test_nan_in_eval_loss_is_divergence() -> None:
+    findings = run(Spec(extra={}, eval_loss=lambda s: math.nan if s >= 300 else 0.3))
+    assert first(findings, Kind.DIVERGENCE).step == 300
+
+
+def test_recovered_spike_is_not_divergence_and_unrecovered_jump_is_not_a_spike() -> None:
+    spike = run(Spec(extra={250: {"train/loss": 6.0}}))
+    assert Kind.DIVERGENCE not in serious(spike)
+    jump = run(Spec(loss=lambda s: 0.1 if s < 200 else 0.1 * 12))
+    assert Kind.LOSS_SPIKE not in {f.kind for f in jump}
+
+
+def test_overfitting_latency_is_at_most_two_evaluations_after_the_minimum() -> None:
+    for best_at in (100, 200, 300):
+        spec = Spec(steps=600, eval_loss=u_shape(0.5, best_at, 0.3), eval_acc=None)
+        f = first(run(spec), Kind.OVERFITTING)
+        # eval noise may move the observed minimum by one evaluation on the flat bottom
+        assert abs(f.evidence["best_step"] - best_at) <= spec.eval_every
+        assert f.step <= best_at + 2 * spec.eval_every
+
+
+def test_underfitting_waits_for_a_fair_share_of_the_budget() -> None:
+    spec = FAULTS["underfitting: labels shuffled"][0]
+    f = first(run(spec), Kind.UNDERFITTING)
+    assert f.step >= 0.2 * spec.steps
+
+
+def test_without_num_classes_chance_is_inferred_only_when_clear() -> None:
+    spec = FAULTS["underfitting: labels shuffled"][0]
+    f = first(run(spec, Context()), Kind.UNDERFITTING)
+    assert f.evidence["reference_source"] == "inferred"
+    # a language model's initial loss says nothing about classes
+    lm = run(spec, Context(task="causal_lm"))
+    assert all(f.evidence.get("reference_source") != "inferred" for f in lm)
