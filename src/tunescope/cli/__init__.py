@@ -6,7 +6,7 @@ import sys
 
 # Importing a subcommand module registers it on `app`. Modules import heavy libraries (torch,
 # transformers, uvicorn) inside their command functions, so `tunescope --help` stays fast.
-from . import check, export, import_, runs, train, ui  # noqa: F401
+from . import check, diagnose, events, export, import_, runs, train, ui  # noqa: F401
 from .app import app, run_app
 
 
