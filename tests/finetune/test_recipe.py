@@ -92,7 +92,12 @@ def test_classification_end_to_end(tiny_bert: Path, topic_csv: Path, store_dir: 
     out = store_dir / "runs" / info.id / "checkpoints"
     assert (out / "best" / "model.safetensors").is_file()
     assert (out / "last" / "model.safetensors").is_file()
-    assert [p.name for p in (out / "trainer").iterdir()] == ["checkpoint-40"]
+    # For --resume: all of the last Trainer checkpoint, only the weights of the best one.
+    kept = sorted(p.name for p in (out / "trainer").iterdir())
+    assert kept == sorted({"checkpoint-40", f"checkpoint-{best['step']}"})
+    assert (out / "trainer" / "checkpoint-40" / "optimizer.pt").is_file()
+    if best["step"] != 40:
+        assert not (out / "trainer" / f"checkpoint-{best['step']}" / "optimizer.pt").exists()
     model = AutoModelForSequenceClassification.from_pretrained(out / "best").eval()
     tok = load_tokenizer(str(out / "best"))
     raw = data.load_splits(cfg.data, task="classification", seed=cfg.train.seed)

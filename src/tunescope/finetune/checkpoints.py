@@ -20,6 +20,8 @@ from .config import ConfigError
 
 TRAINER_DIR = "trainer"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# Optimizer and scheduler state: the bulk of a checkpoint, needed only to resume from it.
+OPTIMIZER_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt")
 # Files of a Trainer checkpoint that only resuming needs.
 RESUME_ONLY = (
     "optimizer.pt",
@@ -74,8 +76,17 @@ def export_weights(checkpoint: Path, target: Path) -> Path:
     return target
 
 
-def prune(out_dir: Path, keep: Path | None) -> None:
-    """Delete Trainer checkpoints except `keep` (the one --resume needs)."""
+def prune(out_dir: Path, last: Path | None, best: Path | None) -> None:
+    """Keep what a later --resume needs: all of `last`, the weights of `best`; delete the rest.
+
+    The best one's weights stay so that a resumed run still knows (and can load) its best
+    model when the continuation does not beat it.
+    """
+    keep = {p.resolve() for p in (last, best) if p is not None}
     for path in trainer_checkpoints(out_dir):
-        if keep is None or path.resolve() != keep.resolve():
+        if path.resolve() not in keep:
             shutil.rmtree(path, ignore_errors=True)
+        elif last is None or path.resolve() != last.resolve():
+            for item in path.iterdir():
+                if item.name in OPTIMIZER_FILES or item.name.startswith("rng_state"):
+                    item.unlink()

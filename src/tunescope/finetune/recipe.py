@@ -220,8 +220,8 @@ def train(
                 f"run {info.name} has no checkpoint to resume from in {out_dir / 'trainer'}"
             )
     p = prepare(cfg, out_dir=out_dir)
-    run = _open_run(cfg, p, resume)
     display = ProgressDisplay(console)
+    run = _open_run(cfg, p, resume)
     try:
         out_dir = out_dir or run.dir / "checkpoints"
         started = time.time()
@@ -229,9 +229,14 @@ def train(
         trainer = build_trainer(p, out_dir, [callback, display])
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         outcome = _finish(p, run, trainer, out_dir, time.time() - started, store)
-    except BaseException:
+    except BaseException as exc:
         display.close()
         run.finish("failed")
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed ({exc!r})"
+        console.print(
+            f"run {run.name} {what}; continue it with: tunescope train --resume {run.name}",
+            highlight=False,
+        )
         raise
     run.finish()
     return outcome
@@ -266,7 +271,8 @@ def _finish(
         saved["last"] = str(checkpoints.export_weights(last, out_dir / "last"))
     trainer.save_model(str(out_dir / "best"))  # the best weights are loaded at the end of train()
     saved["best"] = str(out_dir / "best")
-    checkpoints.prune(out_dir, keep=last)
+    best_dir = Path(state.best_model_checkpoint) if state.best_model_checkpoint else None
+    checkpoints.prune(out_dir, last, best_dir)
     metric = p.config.best_metric
     best = {
         "step": state.best_global_step or state.global_step,

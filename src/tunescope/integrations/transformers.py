@@ -165,6 +165,7 @@ class TrainerCallback(transformers.TrainerCallback):
         self._train_time = 0.0  # seconds spent training since the last throughput point
         self._steps = 0  # optimizer steps since the last throughput point
         self._warned_closed = False
+        self._watcher: Any = None
 
     # -- the run ---------------------------------------------------------------------------------
     def _start_run(self, args: Any, state: Any, model: Any) -> Run:
@@ -208,8 +209,8 @@ class TrainerCallback(transformers.TrainerCallback):
         optimizer = kwargs.get("optimizer")
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         if self.watch and model is not None and hasattr(inner, "register_step_pre_hook"):
-            watcher = self.run.watch(model, inner, every=max(int(state.logging_steps), 1))
-            watcher.steps = state.global_step  # measure on the steps Trainer logs, also on resume
+            self._watcher = self.run.watch(model, inner, every=max(int(state.logging_steps), 1))
+            self._watcher.steps = state.global_step  # measure on the steps Trainer logs
         self._train_time, self._steps = 0.0, 0
         self._clock = time.perf_counter()
 
@@ -253,7 +254,7 @@ class TrainerCallback(transformers.TrainerCallback):
             run.log(metrics, step=state.global_step)
         if summary:
             run.summarize(summary)
-        return self._obey(run, control)
+        return self._obey(run, args, control)
 
     def _training_extras(self) -> dict[str, float]:
         now = time.perf_counter()
@@ -268,14 +269,20 @@ class TrainerCallback(transformers.TrainerCallback):
             extras[f"train/lr/group_{i}"] = float(lr)
         return extras
 
-    def _obey(self, run: Run, control: Any) -> Any:
+    def _obey(self, run: Run, args: Any, control: Any) -> Any:
         """Make the monitor's decisions (so far) reach the Trainer."""
         run.flush()
         run.control.synchronize()
-        if run.control.should_stop:
+        if run.control.should_stop and not control.should_training_stop:
             control.should_training_stop = True
+            # Keep the state training stopped in, when this Trainer keeps checkpoints at all.
+            strategy = getattr(args, "save_strategy", "no")
+            control.should_save = getattr(strategy, "value", strategy) != "no"
         return control
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._watcher is not None:
+            self._watcher.remove()
+            self._watcher = None
         if self._owns and self.run is not None:
             self.run.finish()
