@@ -206,7 +206,7 @@ def findings_from_events(events: Iterable[_EventLike]) -> list[Finding]:
             evidence=dict(data.get("evidence") or {}),
             recommendation=Recommendation(str(rec.get("text", "")), rec.get("intervention")),
             id=ref,
-            last_step=max(int(data.get("last_step", step)), step if state != RAISED else first),
+            last_step=int(data.get("last_step", first if state == RAISED else step)),
             state=state if state in STATES else RAISED,
             metric=str(data.get("metric", "")),
         )

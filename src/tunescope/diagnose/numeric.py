@@ -85,7 +85,14 @@ class DivergenceDetector:
         if touched & EVAL:
             ev = st.evals.get("eval/loss")
             if ev is not None and ev.steps and ev.steps[-1] == st.step and ev.last - ev.last != 0.0:
-                return {"metric": ev.key, "value": ev.last, "rule": "non-finite"}
+                good = [(s, v) for s, v in zip(ev.steps, ev.values, strict=True) if v - v == 0.0]
+                return {
+                    "metric": ev.key,
+                    "value": ev.last,
+                    "rule": "non-finite",
+                    "last_finite": good[-1][1] if good else None,
+                    "last_finite_step": good[-1][0] if good else None,
+                }
         return None
 
     @staticmethod
@@ -130,9 +137,19 @@ class DivergenceDetector:
 
     @staticmethod
     def _recovered(st: State) -> bool:
+        """Every watched value finite again and the loss level back in its healthy band.
+
+        (HF Trainer replaces a NaN loss by the running mean by default, so a finite loss alone
+        does not mean the model recovered: the gradient norm and eval/loss must agree.)
+        """
         loss = st.loss
         ref = st.reference_loss()
         if not loss.finite or loss.level != loss.level or loss.initial is None or ref is None:
+            return False
+        if (st.grad.n or st.grad.nonfinite) and not st.grad.finite:
+            return False
+        ev = st.evals.get("eval/loss")
+        if ev is not None and len(ev) and ev.last - ev.last != 0.0:
             return False
         band = _band(max(loss.initial, ref), loss.best_level)
         return loss.level < band and (not len(loss.long) or loss.long.median() < band)
