@@ -26,11 +26,23 @@ KEYS = ("train/loss", "train/lr", "train/grad_norm", "train/throughput", "eval/l
 
 # Each snippet defines setup(), step(s, values) and finish(); the harness times them.
 TOOLS: dict[str, str] = {
+    # The tracking core alone (no online monitor), as the other tools are trackers only.
     "tunescope": """
         import tunescope
         def setup():
             global run
-            run = tunescope.init("bench", store=os.path.join(WORK, "ts"))
+            run = tunescope.init("bench", store=os.path.join(WORK, "ts"), mode=None)
+        def step(s, values):
+            run.log(values, step=s)
+        def finish():
+            run.finish()
+    """,
+    # The default: every log call also runs the diagnosis detectors (on the writer thread).
+    "tunescope+diagnosis": """
+        import tunescope
+        def setup():
+            global run
+            run = tunescope.init("bench", store=os.path.join(WORK, "ts"), mode="observe")
         def step(s, values):
             run.log(values, step=s)
         def finish():

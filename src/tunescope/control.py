@@ -31,6 +31,8 @@ class Control:
     restore_criterion: dict[str, Any] = field(default_factory=dict)  # e.g. forgetting trade-off
     save_checkpoint: bool = False
     reason: str = ""
+    # Interventions decided but not yet carried out by an adapter (dicts, see policy.py).
+    pending: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def request_stop(self, reason: str) -> None:
@@ -54,6 +56,11 @@ class Control:
         """Whether to restore the best checkpoint now, once."""
         flag, self.restore_best = self.restore_best, False
         return flag
+
+    def take_pending(self) -> list[dict[str, Any]]:
+        """The interventions to carry out now, once (the adapter records each as an event)."""
+        pending, self.pending = self.pending, []
+        return pending
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""

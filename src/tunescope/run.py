@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import json
 import logging
 import operator
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any, cast
 from . import env as _env
 from .control import Control
 from .names import canonical
+from .policy import Mode, Policy, PolicyConfig
+from .policy import apply as apply_interventions
 from .rank import global_rank
 from .store import EventRecord, Store, StoreError, SummaryRecord, Writer, WriterError
 from .store.status import process_identity
@@ -34,6 +37,7 @@ from .store.writer import Listener, Observer
 from .values import Pending, coerce
 
 if TYPE_CHECKING:
+    from .diagnose import Context, Finding, Monitor
     from .probes.dynamics import Watcher
 
 log = logging.getLogger("tunescope")
@@ -44,6 +48,12 @@ SEVERITIES = ("info", "warning", "critical")
 
 class RunFinishedError(RuntimeError):
     """`log()` was called after `finish()`."""
+
+
+def _bad_mode(mode: object) -> Mode:
+    raise ValueError(
+        f"mode must be one of {[m.value for m in Mode]} (or None for no monitoring); got {mode!r}"
+    )
 
 
 def _jsonable_config(config: Any) -> dict[str, Any]:
@@ -88,6 +98,9 @@ class Run:
         *,
         resume: str | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        mode: str | None = None,
+        context: Context | None = None,
+        policy: PolicyConfig | None = None,
         observer: Observer | None = None,
         listener: Listener | None = None,
     ) -> None:
@@ -109,15 +122,49 @@ class Run:
         self.store: Store | None = None
         self.id = ""
         self.name = name or ""
+        self.mode: Mode | None = None
+        self.policy: Policy | None = None
+        self.monitor: Monitor | None = None
+        if mode is not None:
+            self.mode = Mode(mode) if mode in Mode.__members__.values() else _bad_mode(mode)
         if self.rank == 0:
             self.store = Store(store)
             if resume is not None:
                 self._reopen(resume)
             else:
                 self._create(name)
+            if self.mode is not None and observer is None:
+                observer, listener = self._monitor(context, policy, listener)
             self._writer = self.store.writer()
             self._writer.attach(self.id, self._queue, observer=observer, listener=listener)
         _live_runs.add(self)
+
+    # -- monitoring ----------------------------------------------------------------------------
+    def _monitor(
+        self, context: Context | None, policy: PolicyConfig | None, listener: Listener | None
+    ) -> tuple[Observer, Listener | None]:
+        """The online monitor for `self.mode`, its policy, and what prints its findings."""
+        from .diagnose import Context as Ctx
+        from .diagnose import Monitor
+        from .diagnose.terminal import terminal_listener
+
+        assert self.mode is not None
+        cfg = policy or PolicyConfig()
+        self.policy = Policy(dataclasses.replace(cfg, mode=self.mode))
+        self.monitor = Monitor(context or Ctx.from_config(self.config), on_finding=self._decide)
+        if listener is None and self.mode is not Mode.OBSERVE:
+            from rich.console import Console
+
+            listener = terminal_listener(Console(stderr=True))
+        return self.monitor, listener
+
+    def _decide(self, finding: Finding, state: str) -> None:
+        """Monitor hook (writer thread): findings become interventions on `control` in act mode."""
+        if state != "raised" or self.policy is None:
+            return
+        interventions = self.policy.decide(finding)
+        if interventions:
+            apply_interventions(interventions, self.control)
 
     # -- creation ----------------------------------------------------------------------------
     def _create(self, name: str | None) -> None:

@@ -11,14 +11,16 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from ..errors import TunescopeError
 from ..names import canonical
-from ..run import Run
 from ..store import Reader
+
+if TYPE_CHECKING:
+    from ..run import Run
 
 LONG_COLUMNS = ("step", "metric", "value", "wall_time")
 

@@ -76,6 +76,8 @@ class Observer(Protocol):
         """Called once per `log()` call, in log order."""
         ...
 
+    # Optional: `finish(wall) -> list[EventRecord]`, called once in the run's last transaction.
+
 
 Listener = Callable[[list[EventRecord]], None]
 
@@ -231,6 +233,8 @@ class Writer:
                 if not state.loaded:
                     self._load(con, state)
                 self._write(con, state, items)
+            for s, _ in closed:
+                self._finish_observer(con, s)
             live = [s.run_id for s, c in closing if c is None]
             if live:
                 con.executemany("UPDATE runs SET heartbeat=? WHERE id=?", [(now, r) for r in live])
@@ -341,28 +345,7 @@ class Writer:
                 records.append(rec)
             elif isinstance(rec, SummaryRecord):
                 self._merge_summary(con, state.run_id, rec.values)
-        events = [
-            (
-                state.run_id,
-                rec.step,
-                state.seg,
-                rec.wall,
-                rec.type,
-                rec.kind,
-                rec.severity,
-                rec.message,
-                json.dumps(rec.data, default=str, allow_nan=True),
-                rec.ref,
-            )
-            for rec in records
-        ]
-        state.committed.extend(records)
-        if events:
-            con.executemany(
-                "INSERT INTO events (run, step, seg, wall, type, kind, severity, message, data, "
-                "ref) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                events,
-            )
+        self._insert_events(con, state, records)
         updates = []
         for ser in series.values():
             if not ser.dirty:
@@ -388,6 +371,48 @@ class Writer:
             "UPDATE runs SET last_step=?, segment=? WHERE id=?",
             (state.last_step, state.seg, state.run_id),
         )
+
+    @staticmethod
+    def _insert_events(
+        con: sqlite3.Connection, state: _RunState, records: list[EventRecord]
+    ) -> None:
+        if not records:
+            return
+        con.executemany(
+            "INSERT INTO events (run, step, seg, wall, type, kind, severity, message, data, ref) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    state.run_id,
+                    rec.step,
+                    state.seg,
+                    rec.wall,
+                    rec.type,
+                    rec.kind,
+                    rec.severity,
+                    rec.message,
+                    json.dumps(rec.data, default=str, allow_nan=True),
+                    rec.ref,
+                )
+                for rec in records
+            ],
+        )
+        state.committed.extend(records)
+
+    def _finish_observer(self, con: sqlite3.Connection, state: _RunState) -> None:
+        """Give the observer its last word (e.g. the final step of findings still active)."""
+        finish = getattr(state.observer, "finish", None)
+        if finish is None:
+            return
+        try:
+            records = list(finish(time.time()))
+        except Exception as exc:
+            log.warning("tunescope: the monitor failed while finishing: %r", exc)
+            return
+        for rec in records:
+            if rec.step is None:
+                rec.step = state.last_step or 0
+        self._insert_events(con, state, records)
 
     @staticmethod
     def _observe(

@@ -1,0 +1,147 @@
+"""The policy: which findings become which interventions, within limits, by mode."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import tunescope
+from tunescope.control import Control
+from tunescope.diagnose.findings import Finding, Kind, Recommendation, Severity
+from tunescope.policy import Intervention, Mode, Policy, PolicyConfig, PolicyState, apply
+from tunescope.store import Store
+
+
+def finding(kind: Kind, step: int = 100, severity: Severity = Severity.WARNING) -> Finding:
+    return Finding(kind, step, severity, f"{kind} seen", {}, Recommendation("do x"))
+
+
+def actions(p: Policy, f: Finding) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    return [(i.action, i.params) for i in p.decide(f)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        (Kind.DIVERGENCE, [("rollback", {"before_step": 100}), ("scale_lr", {"factor": 0.5})]),
+        (Kind.LR_TOO_HIGH, [("scale_lr", {"factor": 0.5})]),
+        (Kind.PLATEAU, [("scale_lr", {"factor": 0.5})]),
+        (Kind.OVERFITTING, [("restore_best", {}), ("stop", {})]),
+        (
+            Kind.FORGETTING,
+            [("restore_best", {"criterion": "tradeoff", "tolerance": 0.01}), ("stop", {})],
+        ),
+        (Kind.LR_TOO_LOW, []),
+        (Kind.UNDERFITTING, []),
+        (Kind.VANISHING_GRADIENTS, []),
+        (Kind.LOSS_SPIKE, []),
+        (Kind.EXPLODING_GRADIENTS, []),
+    ],
+)
+def test_act_mode_responses(kind: Kind, expected: list[tuple[str, dict]]) -> None:  # type: ignore[type-arg]
+    assert actions(Policy(PolicyConfig(mode="act")), finding(kind)) == expected
+
+
+@pytest.mark.parametrize("mode", ["observe", "advise"])
+def test_only_act_mode_intervenes(mode: str) -> None:
+    p = Policy(PolicyConfig(mode=mode))
+    for kind in Kind:
+        assert p.decide(finding(kind, severity=Severity.CRITICAL)) == []
+
+
+def test_a_finding_is_acted_on_once_and_info_is_ignored() -> None:
+    p = Policy(PolicyConfig(mode="act"))
+    f = finding(Kind.LR_TOO_HIGH)
+    assert len(p.decide(f)) == 1
+    assert p.decide(f) == []
+    assert p.decide(finding(Kind.LR_TOO_HIGH, step=5, severity=Severity.INFO)) == []
+
+
+def test_lr_reductions_are_limited_then_the_run_stops() -> None:
+    p = Policy(PolicyConfig(mode="act", max_lr_reductions=3))
+    got = [actions(p, finding(Kind.PLATEAU, step=s)) for s in (10, 20, 30, 40, 50)]
+    assert got[:3] == [[("scale_lr", {"factor": 0.5})]] * 3
+    assert got[3] == [("restore_best", {}), ("stop", {})]
+    assert got[4] == []  # stopped: nothing more
+    assert p.state.lr_reductions == 3 and p.state.stopped
+
+
+def test_rollbacks_are_limited_then_the_run_stops() -> None:
+    p = Policy(PolicyConfig(mode="act", max_rollbacks=2, max_lr_reductions=5))
+    first = actions(p, finding(Kind.DIVERGENCE, step=10))
+    second = actions(p, finding(Kind.DIVERGENCE, step=20))
+    third = actions(p, finding(Kind.DIVERGENCE, step=30))
+    assert [a for a, _ in first] == ["rollback", "scale_lr"]
+    assert [a for a, _ in second] == ["rollback", "scale_lr"]
+    assert [a for a, _ in third] == ["restore_best", "stop"]
+    assert p.state.rollbacks == 2
+
+
+def test_per_kind_responses_are_configurable() -> None:
+    p = Policy(PolicyConfig(mode="act", responses={"plateau": "advise", "lr_too_low": "scale_lr"}))
+    assert p.decide(finding(Kind.PLATEAU)) == []
+    assert actions(p, finding(Kind.LR_TOO_LOW)) == [("scale_lr", {"factor": 0.5})]
+    with pytest.raises(ValueError, match="unknown finding kind"):
+        PolicyConfig(responses={"overfit": "stop"})
+    with pytest.raises(ValueError):
+        PolicyConfig(responses={"plateau": "explode"})
+    with pytest.raises(ValueError, match="lr_factor"):
+        PolicyConfig(lr_factor=2.0)
+
+
+def test_state_round_trips() -> None:
+    p = Policy(PolicyConfig(mode="act"))
+    p.decide(finding(Kind.DIVERGENCE))
+    q = Policy(PolicyConfig(mode="act"))
+    q.state.load_state_dict(p.state.state_dict())
+    assert q.state == p.state == PolicyState(1, 1, False, ["divergence@100"])
+    assert q.decide(finding(Kind.DIVERGENCE)) == []  # already handled, remembered
+
+
+def test_apply_sets_control_and_queues_pending() -> None:
+    c = Control()
+    p = Policy(PolicyConfig(mode="act"))
+    apply(p.decide(finding(Kind.DIVERGENCE, step=7)), c)
+    assert c.rollback_to == "before:7" and c.lr_scale == 0.5 and not c.should_stop
+    pending = c.take_pending()
+    assert [d["action"] for d in pending] == ["rollback", "scale_lr"]
+    assert Intervention.from_dict(pending[0]).params == {"before_step": 7}
+    assert c.take_pending() == []
+    apply(p.decide(finding(Kind.OVERFITTING, step=9)), c)
+    assert c.should_stop and c.restore_best
+    restored = Control()
+    restored.load_state_dict(c.state_dict())
+    assert restored == c
+
+
+def test_init_modes_wire_monitor_and_policy(
+    store_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for mode in ("observe", "advise", "act"):
+        run = tunescope.init("m", name=mode, mode=mode)
+        for step in range(20):
+            run.log({"train/loss": 1.0 / (step + 1)}, step=step)
+        run.log({"train/loss": math.nan}, step=20)
+        run.flush()
+        acted = [d["action"] for d in run.control.pending]
+        assert acted == (["rollback", "scale_lr"] if mode == "act" else [])
+        run.finish()
+        kinds = [(e.type, e.kind) for e in Store().reader().events(run.id)]
+        assert ("finding", "divergence") in kinds
+        printed = capsys.readouterr().err
+        assert ("divergence at step 20" in printed) is (mode != "observe")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        tunescope.init("m", mode="loud")
+    quiet = tunescope.init("m", mode=None)
+    assert quiet.monitor is None
+    quiet.finish()
+
+
+def test_intervention_event_shape() -> None:
+    i = Policy(PolicyConfig(mode="act")).decide(finding(Kind.LR_TOO_HIGH))[0]
+    ev = i.to_event(before={"lr": 1e-3}, after={"lr": 5e-4})
+    assert (ev.type, ev.kind, ev.ref) == ("intervention", "scale_lr", "lr_too_high@100")
+    assert ev.data["before"] == {"lr": 1e-3} and ev.data["finding_kind"] == "lr_too_high"
+    assert Mode("act") is Mode.ACT
