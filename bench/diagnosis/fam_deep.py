@@ -17,19 +17,23 @@ FAMILY = "deep"
 class PixelRNN(nn.Module):
     """A vanilla tanh RNN reading the 64 pixels one at a time ("sequential digits")."""
 
-    def __init__(self, hidden: int, gain: float) -> None:
+    def __init__(self, hidden: int, gain: float, nonlinearity: str = "tanh") -> None:
         super().__init__()
-        self.rnn = nn.RNN(1, hidden, nonlinearity="tanh", batch_first=True)
+        self.rnn = nn.RNN(1, hidden, nonlinearity=nonlinearity, batch_first=True)
         with torch.no_grad():
-            nn.init.orthogonal_(self.rnn.weight_hh_l0, gain=gain)
+            if nonlinearity == "relu":  # IRNN (Le et al. 2015): identity recurrence
+                self.rnn.weight_hh_l0.copy_(gain * torch.eye(hidden))
+                self.rnn.bias_hh_l0.zero_()
+            else:
+                nn.init.orthogonal_(self.rnn.weight_hh_l0, gain=gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, h = self.rnn(x.unsqueeze(-1))
         return h[-1]
 
 
-def rnn(hidden: int = 64, gain: float = 1.0) -> nn.Sequential:
-    return nn.Sequential(PixelRNN(hidden, gain), nn.Linear(hidden, 10))
+def rnn(hidden: int = 64, gain: float = 1.0, nonlinearity: str = "tanh") -> nn.Sequential:
+    return nn.Sequential(PixelRNN(hidden, gain, nonlinearity), nn.Linear(hidden, 10))
 
 
 _STUCK = ("underfitting", "plateau", "lr_too_low")  # a net whose gradients vanish learns nothing
@@ -85,6 +89,27 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[], nn.Module], Setup]] = {
             ),
             lambda: rnn(64, 1.5),
             replace(BASE, opt="sgd", lr=0.05, momentum=0.9, clip=1.0),
+        ),
+        (
+            Scenario(
+                "irnn-exploding",
+                ("exploding_gradients",),
+                _UNSTABLE,
+                "ReLU RNN over the 64 pixels with identity recurrence (IRNN), SGD momentum "
+                "lr 0.01, gradients clipped at 1",
+            ),
+            lambda: rnn(64, 1.0, "relu"),
+            replace(BASE, opt="sgd", lr=0.01, momentum=0.9, clip=1.0),
+        ),
+        (
+            Scenario(
+                "irnn-1.05-exploding",
+                ("exploding_gradients",),
+                _UNSTABLE,
+                "as irnn-exploding with the recurrence initialised at 1.05 x identity",
+            ),
+            lambda: rnn(64, 1.05, "relu"),
+            replace(BASE, opt="sgd", lr=0.01, momentum=0.9, clip=1.0),
         ),
     ]
 }

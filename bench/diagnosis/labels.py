@@ -144,19 +144,19 @@ def forgetting(c: Curves, facts: Mapping[str, Any]) -> Verdict:
     if "retain/accuracy" in c:
         rs, rv = c["retain/accuracy"]
         drop = rv[0] - rv  # points lost (as a fraction)
-        bad, clean, final_bad = drop > 0.03, drop <= 0.02, drop[-1] > 0.05
+        bad, clean = drop > 0.03, drop <= 0.02
         what = {"retain_accuracy_0": _r(float(rv[0])), "retain_accuracy_end": _r(float(rv[-1]))}
     elif "retain/loss" in c:
         rs, rv = c["retain/loss"]
         rise = rv / rv[0] - 1.0
-        bad, clean, final_bad = rise > 0.10, rise <= 0.05, rise[-1] > 0.15
+        bad, clean = rise > 0.10, rise <= 0.05
         what = {"retain_loss_0": _r(float(rv[0])), "retain_loss_end": _r(float(rv[-1]))}
     else:
         return Verdict(False, True)
     if rs[0] != 0:
         raise ValueError("retain metrics must be measured at step 0, before fine-tuning")
     onset = next((int(rs[j]) for j in range(1, len(rs)) if bad[j:].all()), None)
-    positive = bool(final_bad) and onset is not None
+    positive = onset is not None
     return Verdict(positive, bool(clean.all()), onset, what)
 
 
@@ -173,8 +173,8 @@ def _nonfinite_step(c: Curves) -> int | None:
 
 
 def _band_exit(c: Curves) -> tuple[int | None, bool]:
-    """First step from which the train-loss EMA stays above max(initial, 1.5 x best EMA) to the
-    end; and whether it ever leaves that band at all (even briefly)."""
+    """Onset of a train-loss EMA that ends above max(initial, 1.5 x best EMA) and stays there:
+    the step it last rose above 1.5 x its best; and whether it ever left the band at all."""
     s, v = _get(c, "train/loss")
     if len(v) < 20:
         return None, False
@@ -187,9 +187,13 @@ def _band_exit(c: Curves) -> tuple[int | None, bool]:
     # the run must stay out of the band until the end (it did not come back)
     last_in = np.nonzero(~above)[0]
     start = 0 if len(last_in) == 0 else int(last_in[-1]) + 1
-    if start < len(e) and len(e) - start >= 10:
-        return int(s[start]), True
-    return None, True
+    if start >= len(e) or len(e) - start < 10:
+        return None, True
+    # the excursion began where the EMA last left 1.5x its best (it may have climbed back to
+    # the initial loss only later)
+    while start > 0 and e[start - 1] > 1.5 * best[start - 1]:
+        start -= 1
+    return int(s[start]), True
 
 
 def divergence(c: Curves, facts: Mapping[str, Any]) -> Verdict:
@@ -206,45 +210,57 @@ def divergence(c: Curves, facts: Mapping[str, Any]) -> Verdict:
 
 
 # -- loss spike ---------------------------------------------------------------------------------
-def _worst_spike(s: np.ndarray, v: np.ndarray) -> float:
-    """Largest ratio of a train loss to the median of the 50 before it (after 20 steps)."""
+def _spike_threshold(base: float, mad: float, chance: float) -> float:
+    """Excess over the trailing median that makes a spike: 2x the median, or 40% of the way to
+    the chance-level loss (a language model's loss cannot triple), and 8 MADs of the noise."""
+    return max(min(2.0 * base, 0.4 * max(chance - base, 0.0)), 8.0 * mad)
+
+
+def _worst_spike(s: np.ndarray, v: np.ndarray, chance: float) -> float:
+    """Largest excess of a train loss over the median of the 50 before it, as a multiple of
+    the spike threshold (after 20 steps; >= 1 is a spike)."""
     worst = 0.0
     for j in range(20, len(v)):
-        base = float(np.median(v[max(0, j - 50) : j]))
-        if base > 0:
-            worst = max(worst, float(v[j]) / base)
+        window = v[max(0, j - 50) : j]
+        base = float(np.median(window))
+        mad = float(np.median(np.abs(window - base)))
+        worst = max(worst, float(v[j] - base) / max(_spike_threshold(base, mad, chance), 1e-12))
     return worst
 
 
 def loss_spike(c: Curves, facts: Mapping[str, Any]) -> Verdict:
-    """A spike at the injected fault: train loss > 3x its trailing median (50 steps) within 3
-    steps of the fault, back under 1.5x that median (10-step median) within 60 steps."""
+    """A spike at the injected fault (see `_spike_threshold`) within 3 steps of it, whose
+    10-step median comes back within a quarter of the spike's height within 100 steps.
+    Negative (no fault injected): nothing reaching 2x the spike threshold anywhere."""
     s, v = _get(c, "train/loss")
     if not np.isfinite(v).all():
         return Verdict(False, True, None, {"reason": "non-finite loss: divergence, not a spike"})
+    chance = float(facts.get("chance_loss") or 10.0)
     fault = facts.get("fault_step")
     if fault is None:
-        worst = _worst_spike(s, v)
-        return Verdict(False, worst < 5, None, {"max_ratio_to_trailing_median": _r(worst)})
+        worst = _worst_spike(s, v, chance)
+        return Verdict(False, worst < 2, None, {"worst_excess_over_threshold": _r(worst)})
     pre = v[(s < fault) & (s >= fault - 50)]
     if len(pre) < 10:
         return Verdict(False, False, None, {"reason": "no trailing window before the fault"})
     base = float(np.median(pre))
+    limit = base + _spike_threshold(base, float(np.median(np.abs(pre - base))), chance)
     window = np.nonzero((s >= fault) & (s <= fault + 3))[0]
-    hits = [j for j in window if v[j] > 3 * base]
+    hits = [j for j in window if v[j] > limit]
     if not hits:
-        return Verdict(False, False, None, {"trailing_median": _r(base)})
+        return Verdict(False, False, None, {"trailing_median": _r(base), "limit": _r(limit)})
     j0 = hits[0]
+    peak = float(v[hits].max())
     recovered_at = None
     for j in range(j0 + 1, len(v) - 9):
-        if s[j] > s[j0] + 60:
+        if s[j] > s[j0] + 100:
             break
-        if float(np.median(v[j : j + 10])) <= 1.5 * base:
+        if float(np.median(v[j : j + 10])) <= base + 0.25 * (peak - base):
             recovered_at = int(s[j])
             break
     evidence = {
         "trailing_median": _r(base),
-        "peak": _r(float(v[hits].max())),
+        "peak": _r(peak),
         "recovered_at": recovered_at,
     }
     return Verdict(recovered_at is not None, False, int(s[j0]), evidence)
@@ -258,12 +274,14 @@ def _best_eval(c: Curves) -> float:
 
 
 def lr_too_high(c: Curves, facts: Mapping[str, Any], ref: Curves | None) -> Verdict:
-    """Best eval loss >= 1.5x the same seed's reference run (base learning rate), or train loss
-    back at the chance level after having been well below it."""
+    """The best eval loss stays >= 20% of the reference run's improvement short of the
+    reference's best (same seed, base learning rate), or train loss returns to the chance level
+    after having been well below it. Negative: within 5%."""
     if ref is None:
         return Verdict(False, False, None, {"reason": "no reference run"})
     mine, theirs = _best_eval(c), _best_eval(ref)
-    ratio = mine / theirs if theirs > 0 else math.inf
+    _, rv = _get(ref, "eval/loss")
+    gap = (mine - theirs) / max(float(rv[0]) - theirs, 1e-12)
     s, v = _get(c, "train/loss")
     collapsed = False
     chance = facts.get("chance_loss")
@@ -271,8 +289,8 @@ def lr_too_high(c: Curves, facts: Mapping[str, Any], ref: Curves | None) -> Verd
         e = ema(v[np.isfinite(v)])
         collapsed = bool(e.min() < 0.7 * chance and e[-1] >= 0.9 * chance)
     onset = int(s[0]) if len(s) else 1
-    evidence = {"best_eval_loss": _r(mine), "reference_best": _r(theirs), "ratio": _r(ratio)}
-    return Verdict(ratio >= 1.5 or collapsed, ratio <= 1.15 and not collapsed, onset, evidence)
+    evidence = {"best_eval_loss": _r(mine), "reference_best": _r(theirs), "gap": _r(gap)}
+    return Verdict(gap >= 0.2 or collapsed, gap <= 0.05 and not collapsed, onset, evidence)
 
 
 def lr_too_low(c: Curves, facts: Mapping[str, Any], ref: Curves | None) -> Verdict:
