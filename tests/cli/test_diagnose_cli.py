@@ -103,7 +103,9 @@ def test_diagnose_unknown_source_is_a_clear_error(
     assert "tunescope runs" in capsys.readouterr().err
 
 
-def test_diagnose_bad_csv_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_diagnose_bad_csv_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("a,b\n1,2\n")
     assert main(["diagnose", str(path)]) == 2
@@ -128,8 +130,13 @@ def test_diagnose_what_hf_trainer_writes_to_tensorboard(
 
     torch.manual_seed(0)
     cfg = BertConfig(
-        vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=32, num_labels=3,
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=3,
     )
     model = BertForSequenceClassification(cfg)
     g = torch.Generator().manual_seed(0)
@@ -166,7 +173,10 @@ def test_diagnose_what_hf_trainer_writes_to_tensorboard(
         disable_tqdm=True,
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=Data(0, 64), eval_dataset=Data(64, 96),
+        model=model,
+        args=args,
+        train_dataset=Data(0, 64),
+        eval_dataset=Data(64, 96),
         callbacks=[Poison()],
     )
     trainer.train()

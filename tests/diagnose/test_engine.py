@@ -59,7 +59,15 @@ def test_online_and_offline_give_identical_findings(store_dir: Path) -> None:
         run.log(dict(values), step=step)
     run.flush()
     for rec in monitor.finish():  # what the online wiring does when a run finishes
-        run.event(rec.type, rec.kind, rec.message, severity=rec.severity, step=rec.step, data=rec.data, ref=rec.ref)
+        run.event(
+            rec.type,
+            rec.kind,
+            rec.message,
+            severity=rec.severity,
+            step=rec.step,
+            data=rec.data,
+            ref=rec.ref,
+        )
     run.finish()
 
     reader = Store(store_dir, create_if_missing=False).reader()
@@ -77,7 +85,10 @@ def test_online_and_offline_give_identical_findings(store_dir: Path) -> None:
     path.write_text(buf.getvalue())
     from_csv = replay(csv_io.read(path), Context.from_config(CONFIG))
     assert [f.to_json() for f in from_csv.findings] == online
-    assert [f.to_json() for f in replay(history_rows(reader, run.id), Context.from_config(CONFIG)).findings] == online
+    assert [
+        f.to_json()
+        for f in replay(history_rows(reader, run.id), Context.from_config(CONFIG)).findings
+    ] == online
 
 
 def test_replay_of_a_wide_csv_without_wall_times(tmp_path: Path) -> None:
@@ -107,7 +118,9 @@ def test_replay_of_tensorboard_event_files(tmp_path: Path) -> None:
         writer.add_scalar("train/grad_norm", math.inf if s == 77 else 1.0, s, walltime=1000.3 + s)
     writer.close()
     report = replay(tensorboard.read(tmp_path), Context(num_classes=10), by_wall=False)
-    assert [(f.kind, f.step) for f in report.findings if f.kind is Kind.DIVERGENCE] == [(Kind.DIVERGENCE, 77)]
+    assert [(f.kind, f.step) for f in report.findings if f.kind is Kind.DIVERGENCE] == [
+        (Kind.DIVERGENCE, 77)
+    ]
     assert Kind.OVERFITTING in report.unchecked  # no eval/* logged, and it says so
 
 

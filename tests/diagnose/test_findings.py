@@ -68,7 +68,9 @@ def test_severity_order_and_kinds() -> None:
 
 
 def _event(f: Finding, state: str, step: int) -> EventRecord:
-    return EventRecord("finding", f.kind.value, f.severity.value, f.message, f.event_data(state), step, f.id)
+    return EventRecord(
+        "finding", f.kind.value, f.severity.value, f.message, f.event_data(state), step, f.id
+    )
 
 
 def test_events_collapse_by_ref_to_the_latest_state() -> None:
@@ -89,7 +91,15 @@ def test_events_collapse_by_ref_to_the_latest_state() -> None:
 
 def test_findings_are_sorted_by_first_step() -> None:
     a = _finding()
-    b = Finding(Kind.DIVERGENCE, 50, Severity.CRITICAL, "nan.", {}, Recommendation("roll back"), metric="train/loss")
+    b = Finding(
+        Kind.DIVERGENCE,
+        50,
+        Severity.CRITICAL,
+        "nan.",
+        {},
+        Recommendation("roll back"),
+        metric="train/loss",
+    )
     got = findings_from_events([_event(a, "raised", 200), _event(b, "raised", 50)])
     assert [f.kind for f in got] == [Kind.DIVERGENCE, Kind.OVERFITTING]
 
@@ -105,7 +115,9 @@ def test_findings_are_sorted_by_first_step() -> None:
         (None, None, None),
     ],
 )
-def test_context_from_config_is_lenient(config: dict | None, classes: int | None, steps: int | None) -> None:
+def test_context_from_config_is_lenient(
+    config: dict | None, classes: int | None, steps: int | None
+) -> None:
     ctx = Context.from_config(config)
     assert (ctx.num_classes, ctx.max_steps) == (classes, steps)
 

@@ -49,7 +49,9 @@ def test_on_finding_hook_sees_every_stored_change() -> None:
         seen.append((f.kind.value, state, f.step))
 
     m = Monitor(Context(num_classes=10), on_finding=hook)
-    events = feed(m, [(s, float(s), [("train/loss", math.nan if s == 30 else 1.0)]) for s in range(1, 60)])
+    events = feed(
+        m, [(s, float(s), [("train/loss", math.nan if s == 30 else 1.0)]) for s in range(1, 60)]
+    )
     assert seen == [(e.kind, e.data["state"], e.data["first_step"]) for e in events]
     assert seen[0] == ("divergence", "raised", 30)
 
@@ -84,7 +86,9 @@ def test_finish_stores_the_last_step_of_active_findings() -> None:
     m = Monitor(Context(num_classes=10))
     feed(m, [(s, float(s), [("train/loss", math.nan)]) for s in range(10, 20)])
     (ev,) = m.finish()
-    assert ev.data["state"] == "updated" and ev.data["last_step"] == 19 and ev.data["first_step"] == 10
+    assert (
+        ev.data["state"] == "updated" and ev.data["last_step"] == 19 and ev.data["first_step"] == 10
+    )
     assert m.findings()[0].last_step == 19
 
 
@@ -116,7 +120,9 @@ def test_terminal_listener_prints_raised_findings_once() -> None:
     buf = io.StringIO()
     listen = terminal_listener(Console(file=buf, width=200, color_system=None))
     m = Monitor(Context(num_classes=10))
-    events = feed(m, [(s, float(s), [("train/loss", math.nan if s >= 30 else 1.0)]) for s in range(1, 40)])
+    events = feed(
+        m, [(s, float(s), [("train/loss", math.nan if s >= 30 else 1.0)]) for s in range(1, 40)]
+    )
     events += m.finish()
     listen(events)
     text = buf.getvalue()
@@ -130,7 +136,14 @@ def test_monitor_cost_stays_flat_over_a_long_run() -> None:
 
     rng = random.Random(0)
     calls = [
-        (s, float(s), [("train/loss", 2.3 * math.exp(-s / 5000) + 0.05 * rng.random()), ("train/grad_norm", 1 + rng.random())])
+        (
+            s,
+            float(s),
+            [
+                ("train/loss", 2.3 * math.exp(-s / 5000) + 0.05 * rng.random()),
+                ("train/grad_norm", 1 + rng.random()),
+            ],
+        )
         for s in range(1, 30_001)
     ]
     m = Monitor(Context(num_classes=10, max_steps=30_000))

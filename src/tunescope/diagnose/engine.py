@@ -16,15 +16,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ..io.csv import Row
-from ..store import Reader
 from .context import Context
 from .findings import Finding, Kind
 from .monitor import Monitor
+
+if TYPE_CHECKING:
+    from ..io.csv import Row
+    from ..store import Reader
 
 Call = tuple[int, float, list[tuple[str, float]]]
 
@@ -143,6 +145,8 @@ def _merged(reader: Reader, run_id: str) -> _Points:
 
 def history_rows(reader: Reader, run_id: str) -> Iterator[Row]:
     """A stored run's points as rows in log order (by segment, step, wall time, key)."""
+    from ..io.csv import Row
+
     keys, kidx, steps, walls, values = _merged(reader, run_id)
     for k, s, w, v in zip(
         kidx.tolist(), steps.tolist(), walls.tolist(), values.tolist(), strict=True

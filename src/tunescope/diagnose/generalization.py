@@ -7,6 +7,7 @@ never reaches them.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, ClassVar
 
 from ..values import fmt
@@ -19,6 +20,7 @@ from .stats import Window
 PATIENCE = 2  # evaluations after the best that must all be worse
 GL_MIN = 0.05  # generalisation loss (relative rise of a loss over its best) to flag: 5%
 GL_CRITICAL = 0.5  # ... and to call critical
+EARLY_GL = 0.015  # a loss up 1.5% (rising at every evaluation) when the task metric also fell
 DROP_MIN = 0.02  # for a metric to maximise on a 0-1 scale: an absolute drop of 2 points
 INTERVAL_POINTS = 64  # most recent train-loss points kept between two evaluations
 TRAIN_MIN_FALL = 0.10  # train loss level must have fallen 10% since the best evaluation
@@ -35,9 +37,9 @@ _NOT_OVERFITTING = frozenset(
         Kind.VANISHING_GRADIENTS,
     }
 )
-TASK_NOISE = 0.01  # a task metric within 1 point of its best "holds"
+TASK_CONFIRM = 0.03  # a task metric 3 points below its best confirms a rising eval loss
 
-PLATEAU_EVALS = 6  # evaluations without improvement that make a plateau ...
+PLATEAU_EVALS = 10  # evaluations without improvement (ReduceLROnPlateau: patience 10) ...
 PLATEAU_SPAN = 0.15  # ... spanning at least this fraction of the steps so far
 PLATEAU_EPS = 0.01  # improvement smaller than 1% (relative) is no improvement
 CONVERGED = 0.1  # train level below this x reference: converged, not stalled
@@ -92,49 +94,72 @@ class OverfittingDetector:
 
     def _measure(self, st: State, ev: EvalTrack) -> dict[str, Any] | None:
         k = ev.since_best
-        if k < PATIENCE or ev.best != ev.best:
+        if k < PATIENCE or ev.best != ev.best or st.active & _NOT_OVERFITTING:
             return None
         after = ev.values[ev.best_index + 1 :]
-        recent = [worsening(ev, v) for v in after[-PATIENCE:]]
         gl = worsening(ev, ev.last)
         thr = _threshold(ev)
-        if gl != gl or gl < thr or min(recent) < thr / 5:
+        if gl != gl:
             return None
-        if st.active & _NOT_OVERFITTING:
-            return None
-        train_best = self.train_at.get(ev.best_step)
-        train_now = self.train_at.get(ev.steps[-1])
-        train_change = None
-        if train_best is not None and train_now is not None and train_best > 0:
-            train_change = train_now / train_best - 1.0
-            ref = st.reference_loss()
-            memorised = ref is not None and train_now <= MEMORISED * ref
-            if train_change > -TRAIN_MIN_FALL and not memorised:
-                return None  # training is not improving: not a generalisation problem
-            if ref is not None and train_now >= FITTED * ref:
-                return None  # the model does not fit its training data yet
-            loss = st.loss
-            if loss.level == loss.level and loss.level > TRAIN_STABLE * loss.best_level:
-                return None  # training is unstable: eval rises with it, not from overfitting
         task = st.task_eval()
         task_drop = None
         if task is not None and task is not ev and len(task) and task.best == task.best:
             task_drop = worsening(task, task.last)
+        confirmed = task_drop is None or task_drop >= TASK_CONFIRM
+        if gl >= thr:
+            if min(worsening(ev, v) for v in after[-PATIENCE:]) < thr / 5:
+                return None  # one high evaluation after a flat one: noise until it persists
+            if not confirmed:
+                # Only the loss rises while the task metric holds: noise or overconfidence
+                # until every one of PATIENCE + 1 evaluations is clearly above the best.
+                tail = after[-PATIENCE - 1 :]
+                if k <= PATIENCE or min(worsening(ev, v) for v in tail) < thr:
+                    return None
+        else:
+            # Early: the loss rose at every evaluation since its best and the task metric
+            # (accuracy, F1) fell clearly too: no need to wait for 5%.
+            tail = ev.values[-PATIENCE - 1 :]
+            rising = all(b > a for a, b in itertools.pairwise(tail))
+            if not (gl >= EARLY_GL and rising and task_drop is not None and confirmed):
+                return None
+        train_change = self._train_change(st, ev)
+        if train_change is False:
+            return None
         return {
             "gl": gl,
             "k": k,
-            "train_change": train_change,
+            "train_change": train_change if isinstance(train_change, float) else None,
             "task": task,
             "task_drop": task_drop,
+            "confirmed": confirmed,
         }
+
+    def _train_change(self, st: State, ev: EvalTrack) -> float | bool | None:
+        """The train loss's relative change since the best evaluation; False when training
+        does not look like a model fitting its data ever better (then it is not overfitting)."""
+        train_best = self.train_at.get(ev.best_step)
+        train_now = self.train_at.get(ev.steps[-1])
+        if train_best is None or train_now is None or train_best <= 0:
+            return None  # no train loss logged: judge by the evaluations alone
+        change = train_now / train_best - 1.0
+        ref = st.reference_loss()
+        memorised = ref is not None and train_now <= MEMORISED * ref
+        if change > -TRAIN_MIN_FALL and not memorised:
+            return False  # training is not improving: not a generalisation problem
+        if ref is not None and train_now >= FITTED * ref:
+            return False  # the model does not fit its training data yet
+        loss = st.loss
+        if loss.level == loss.level and loss.level > TRAIN_STABLE * loss.best_level:
+            return False  # training is unstable: eval rises with it, not from overfitting
+        return change
 
     def _signal(self, ev: EvalTrack, f: dict[str, Any]) -> Signal:
         gl: float = f["gl"]
         task: EvalTrack | None = f["task"]
         task_drop: float | None = f["task_drop"]
-        holds = task is not None and task_drop is not None and task_drop <= TASK_NOISE
+        holds = not f["confirmed"]
         if holds:
-            sev = Severity.INFO  # only the loss grows (overconfidence); the task metric holds
+            sev = Severity.INFO  # only the loss grows (noise or overconfidence); the task holds
         elif gl >= (GL_CRITICAL if not ev.higher else 5 * DROP_MIN):
             sev = Severity.CRITICAL
         else:

@@ -23,7 +23,7 @@ from .stats import Window, safe_log
 EXPLODE_WINDOW = 50  # trailing gradient-norm points in the baseline
 EXPLODE_MIN_POINTS = 20  # baseline points needed before judging (early training is wild)
 EXPLODE_RATIO = 10.0  # a pre-clip norm this many times its trailing median ...
-EXPLODE_Z = 5.0  # ... and this many robust sigmas (log space) above it explodes
+EXPLODE_Z = 2.0  # ... and at least this many robust sigmas (log space) above it
 EXPLODE_SIGMA_FLOOR = 0.05
 EXPLODE_CRITICAL = 100.0  # ratio that makes it critical (or RECURRING explosions)
 RECURRING = 3
@@ -64,6 +64,8 @@ class ExplodingDetector:
             med = base.median()
             sig = max(base.sigma(), EXPLODE_SIGMA_FLOOR)
             if lx - med >= _LOG_RATIO and (lx - med) / sig >= EXPLODE_Z:
+                if _huge_updates(st):
+                    return []  # every step overshoots: the learning rate's finding, not this
                 self.calm = 0
                 self.events.append(
                     {"step": step, "value": x, "ratio": math.exp(lx - med), "z": (lx - med) / sig}
@@ -127,6 +129,16 @@ class ExplodingDetector:
 
 
 _LOG_RATIO = math.log(EXPLODE_RATIO)
+
+
+def _huge_updates(st: State) -> bool:
+    """Whether the recent update/weight ratio says the learning rate itself is too high."""
+    from .learning import UPDATE_HIGH
+
+    upd = st.update.recent
+    return len(upd) >= 3 and upd.median() >= UPDATE_HIGH
+
+
 _LAYER_NUM = re.compile(r"(\d+)")
 
 
