@@ -30,7 +30,7 @@ def test_a_finding_is_raised_once_updated_rarely_and_keeps_its_first_step() -> N
     m = Monitor(Context(num_classes=10, max_steps=600))
     events = feed(m, overfit_calls())
     mine = [e for e in events if e.kind == "overfitting"]
-    assert [e.data["state"] for e in mine][0] == "raised"
+    assert mine[0].data["state"] == "raised"
     assert sum(e.data["state"] == "raised" for e in mine) == 1
     evals_after = (600 - mine[0].step) // 20
     assert len(mine) < evals_after / 2  # not one event per evaluation
