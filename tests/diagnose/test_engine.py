@@ -13,7 +13,6 @@ from tunescope.diagnose import Context, Kind, Monitor, findings_from_events, his
 from tunescope.diagnose.engine import group_calls, replay_run
 from tunescope.io import csv as csv_io
 from tunescope.io.csv import Row
-from tunescope.run import Run
 from tunescope.store import Store
 
 from .curves import Spec, build, u_shape
@@ -53,22 +52,15 @@ def _faulty_calls() -> list:
 
 
 def test_online_and_offline_give_identical_findings(store_dir: Path) -> None:
-    monitor = Monitor(Context.from_config(CONFIG))
-    run = Run("diag", name="online", config=CONFIG, store=store_dir, observer=monitor)
+    """A real `tunescope.init` run (mode observe: the Monitor records findings as events in
+    the real SQLite store), then the same points replayed offline three ways."""
+    import tunescope
+
+    run = tunescope.init("diag", name="online", config=CONFIG, store=store_dir, mode="observe")
+    assert isinstance(run.monitor, Monitor)
     for step, _, values in _faulty_calls():
         run.log(dict(values), step=step)
-    run.flush()
-    for rec in monitor.finish():  # what the online wiring does when a run finishes
-        run.event(
-            rec.type,
-            rec.kind,
-            rec.message,
-            severity=rec.severity,
-            step=rec.step,
-            data=rec.data,
-            ref=rec.ref,
-        )
-    run.finish()
+    run.finish()  # the writer calls monitor.finish() in the run's last transaction
 
     reader = Store(store_dir, create_if_missing=False).reader()
     online = [f.to_json() for f in findings_from_events(reader.events(run.id))]

@@ -160,27 +160,16 @@ def run_calls(reader: Reader, run_id: str) -> Iterator[Call]:
     n = len(steps)
     if not n:
         return
-    # A call ends where the step or the wall time changes; a repeated key inside one
-    # (step, wall) group is split in the loop below.
+    # A call ends where the step or the wall time changes, or where a key repeats inside one
+    # (step, wall) group (keys are sorted within a group, so a repeat is adjacent).
     change = np.ones(n, dtype=bool)
-    change[1:] = (steps[1:] != steps[:-1]) | (walls[1:] != walls[:-1])
+    change[1:] = (steps[1:] != steps[:-1]) | (walls[1:] != walls[:-1]) | (kidx[1:] == kidx[:-1])
     starts = np.flatnonzero(change).tolist()
     starts.append(n)
-    k_l, v_l, s_l, w_l = kidx.tolist(), values.tolist(), steps.tolist(), walls.tolist()
+    names = [keys[k] for k in kidx.tolist()]
+    vals, s_l, w_l = values.tolist(), steps.tolist(), walls.tolist()
     for a, b in itertools.pairwise(starts):
-        if b - a == 1:
-            yield s_l[a], w_l[a], [(keys[k_l[a]], v_l[a])]
-            continue
-        values_: list[tuple[str, float]] = []
-        names: set[str] = set()
-        for i in range(a, b):
-            name = keys[k_l[i]]
-            if name in names:
-                yield s_l[a], w_l[a], values_
-                values_, names = [], set()
-            values_.append((name, v_l[i]))
-            names.add(name)
-        yield s_l[a], w_l[a], values_
+        yield s_l[a], w_l[a], list(zip(names[a:b], vals[a:b], strict=True))
 
 
 def replay_run(reader: Reader, run_ref: str, context: Context | None = None) -> Report:

@@ -8,6 +8,7 @@ never reaches them.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, ClassVar
 
 from ..values import fmt
@@ -70,6 +71,7 @@ class OverfittingDetector:
         # the comparison is not blurred by a window reaching back past the previous one.
         self.interval = Window(INTERVAL_POINTS)
         self.train_at: dict[int, float] = {}  # eval step -> train level over the interval
+        self.train_best = math.inf  # lowest of those levels
         self.metric = ""
 
     def check(self, step: int, st: State, touched: int) -> list[Signal]:
@@ -81,7 +83,8 @@ class OverfittingDetector:
         if ev is None or not ev.steps or ev.steps[-1] != step:
             return []
         if len(self.interval):
-            self.train_at[step] = self.interval.median()
+            self.train_at[step] = level = self.interval.median()
+            self.train_best = min(self.train_best, level)
             self.interval.clear()
         if self.metric and (ev.since_best == 0 or ev.key != self.metric):
             metric, self.metric = self.metric, ""
@@ -96,6 +99,8 @@ class OverfittingDetector:
         k = ev.since_best
         if k < PATIENCE or ev.best != ev.best or st.active & _NOT_OVERFITTING:
             return None
+        if st.huge_updates():
+            return None  # every step overshoots: eval rises from instability (LR too high)
         after = ev.values[ev.best_index + 1 :]
         gl = worsening(ev, ev.last)
         thr = _threshold(ev)
@@ -148,8 +153,7 @@ class OverfittingDetector:
             return False  # training is not improving: not a generalisation problem
         if ref is not None and train_now >= FITTED * ref:
             return False  # the model does not fit its training data yet
-        loss = st.loss
-        if loss.level == loss.level and loss.level > TRAIN_STABLE * loss.best_level:
+        if train_now > TRAIN_STABLE * self.train_best:
             return False  # training is unstable: eval rises with it, not from overfitting
         return change
 
@@ -203,6 +207,7 @@ class OverfittingDetector:
 
     def rewind(self, step: int, st: State) -> None:
         self.train_at = {s: v for s, v in self.train_at.items() if s < step}
+        self.train_best = min(self.train_at.values(), default=math.inf)
         self.interval.rewind(step)
         self.metric = ""  # the monitor resolves findings raised after `step`
 

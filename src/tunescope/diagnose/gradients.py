@@ -15,10 +15,10 @@ import re
 from typing import ClassVar, NamedTuple
 
 from ..values import fmt
-from .detector import GRAD, LAYER, LOSS, Signal, resolved
+from .detector import GRAD, LAYER, Signal, resolved
 from .findings import Kind, Recommendation, Severity
 from .state import RECENT, State, Track
-from .stats import Window, safe_log
+from .stats import Baseline, safe_log
 
 EXPLODE_WINDOW = 50  # trailing gradient-norm points in the baseline
 EXPLODE_MIN_POINTS = 20  # baseline points needed before judging (early training is wild)
@@ -35,6 +35,7 @@ VANISH_GLOBAL = 1e-6  # with no per-layer norms: a total norm this small
 VANISH_STUCK = 0.95  # loss level >= this x the no-learning level = not learning ...
 VANISH_NEVER = 0.8  # ... and its best level never below this x: it never learnt
 VANISH_MIN_POINTS = 2 * RECENT
+VANISH_EVERY = 5
 
 
 class ExplodingDetector:
@@ -49,7 +50,7 @@ class ExplodingDetector:
     channels: ClassVar[int] = GRAD
 
     def __init__(self) -> None:
-        self.base = Window(EXPLODE_WINDOW)  # log grad norm of non-exploding points
+        self.base = Baseline(EXPLODE_WINDOW)  # log grad norm of non-exploding points
         self.events: list[dict[str, float | int]] = []  # explosions of the active finding
         self.calm = 0  # points since the last explosion
 
@@ -61,10 +62,9 @@ class ExplodingDetector:
         lx = safe_log(x)
         base = self.base
         if len(base) >= EXPLODE_MIN_POINTS:
-            med = base.median()
-            sig = max(base.sigma(), EXPLODE_SIGMA_FLOOR)
+            med, sig = base.band(EXPLODE_SIGMA_FLOOR)
             if lx - med >= _LOG_RATIO and (lx - med) / sig >= EXPLODE_Z:
-                if _huge_updates(st):
+                if st.huge_updates():
                     return []  # every step overshoots: the learning rate's finding, not this
                 self.calm = 0
                 self.events.append(
@@ -131,14 +131,6 @@ class ExplodingDetector:
 _LOG_RATIO = math.log(EXPLODE_RATIO)
 
 
-def _huge_updates(st: State) -> bool:
-    """Whether the recent update/weight ratio says the learning rate itself is too high."""
-    from .learning import UPDATE_HIGH
-
-    upd = st.update.recent
-    return len(upd) >= 3 and upd.median() >= UPDATE_HIGH
-
-
 _LAYER_NUM = re.compile(r"(\d+)")
 
 
@@ -171,13 +163,23 @@ class VanishingDetector:
     """Lower-layer gradients ~0 (absolutely or next to the top layer) while the loss is stuck."""
 
     kinds: ClassVar[tuple[Kind, ...]] = (Kind.VANISHING_GRADIENTS,)
-    channels: ClassVar[int] = LAYER | GRAD | LOSS
+    channels: ClassVar[int] = LAYER | GRAD
 
     def __init__(self) -> None:
         self.metric = ""
         self.since = -1
+        self._tick = 0
 
     def check(self, step: int, st: State, touched: int) -> list[Signal]:
+        # Judge when per-layer norms arrive (every few steps); with only a total norm, every
+        # VANISH_EVERY-th one (levels move slowly).
+        if st.layers:
+            if not touched & LAYER:
+                return []
+        else:
+            self._tick += 1
+            if self._tick % VANISH_EVERY:
+                return []
         found = self._measure(st)
         if found is None:
             if self.metric and touched & (LAYER | GRAD):
@@ -193,10 +195,10 @@ class VanishingDetector:
         ref = st.reference_loss()
         if ref is None or loss.level != loss.level or loss.n < VANISH_MIN_POINTS:
             return None
-        if loss.level < VANISH_STUCK * ref or loss.best_level < VANISH_NEVER * ref:
+        if loss.level < VANISH_STUCK * ref or loss.best_long < VANISH_NEVER * ref:
             return None  # the model learns or has learnt: small gradients are not the cause
-        if st.active & {Kind.DIVERGENCE, Kind.LR_TOO_HIGH}:
-            return None  # dead units after a blow-up are that blow-up's consequence
+        if st.raised & {Kind.DIVERGENCE, Kind.LR_TOO_HIGH}:
+            return None  # dead units after a blow-up or a too-high LR are its consequence
         pair = bottom_top(st.layers)
         if pair is not None:
             bottom, top = pair

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from ..values import fmt
 from .detector import EVAL, LOSS, Signal, pct, resolved
 from .findings import Kind, Recommendation, Severity
-from .state import LONG, RECENT, State
+from .state import LONG, RECENT, UPDATE_HIGH, State
 
 FAIR_SHARE = 0.25  # fraction of the budget after which "not learning yet" is a finding
 MIN_POINTS = 2 * LONG  # loss points needed when the budget is unknown
@@ -29,9 +29,8 @@ STUCK = 0.9  # long loss level >= this x reference: no meaningful learning
 UNSTUCK = 0.8  # ... and below this x reference it is learning again
 LEARNED = 0.6  # best level <= this x reference: the model had learned
 COLLAPSED = 0.9  # ... and a level back >= this x reference: collapse
-UPDATE_HIGH = 5e-2  # update/weight ratio per step above this: LR too high
 UPDATE_LOW = 1e-5  # ... below this: LR too low
-UNSTABLE = 1.3  # with large updates, a loss level this x its best: unstable (too high)
+UNSTABLE = 1.1  # with large updates, a loss level this x its (long) best: unstable
 ERRATIC = 1.5  # stuck with loss points above this x reference in the window: too high
 CHANCE_MARGIN = 0.1  # eval accuracy within this (absolute) of 1/C (or of its first value): chance
 
@@ -88,10 +87,10 @@ class LearningDetector:
         climbed well above its best: every step overshoots."""
         upd = st.update
         loss = st.loss
-        if len(upd.recent) < RECENT or loss.best_level == math.inf:
+        if len(upd.recent) < RECENT or loss.best_long == math.inf:
             return None
         ratio = upd.recent.median()
-        if ratio < UPDATE_HIGH or loss.level < UNSTABLE * loss.best_level:
+        if ratio < UPDATE_HIGH or loss.level < UNSTABLE * loss.best_long:
             return None
         return {"kind": Kind.LR_TOO_HIGH, "rule": "unstable, large updates", "update_ratio": ratio}
 
@@ -136,7 +135,7 @@ class LearningDetector:
         if rule == "unstable, large updates":
             upd = st.update.recent
             calm = len(upd) and upd.median() < UPDATE_HIGH / 3
-            return bool(calm) and loss.level <= 1.1 * loss.best_level
+            return bool(calm) and loss.level <= 1.1 * loss.best_long
         return len(loss.long) >= RECENT and loss.long.median() < UNSTUCK * ref
 
     # -- the finding -------------------------------------------------------------------------------
@@ -189,14 +188,14 @@ class LearningDetector:
         if first["rule"] == "unstable, large updates":
             msg = (
                 f"train/loss level climbed back to {fmt(loss.level)}, "
-                f"{loss.level / loss.best_level:.1f}x its best {fmt(loss.best_level)} (step "
-                f"{loss.best_step}){upd_text} (above {UPDATE_HIGH:g}): the learning rate is too "
+                f"{loss.level / loss.best_long:.1f}x its best {fmt(loss.best_long)} (step "
+                f"{loss.best_long_step}){upd_text} (above {UPDATE_HIGH:g}): the learning rate is too "
                 f"high{lr}."
             )
             rec = Recommendation(
-                f"Lower the learning rate about 10x; roll back to step {loss.best_step} if the "
-                "model got worse.",
-                {"action": "rollback", "step": loss.best_step, "lr_factor": 0.1},
+                f"Lower the learning rate about 10x; roll back to step {loss.best_long_step} if "
+                "the model got worse.",
+                {"action": "rollback", "step": loss.best_long_step, "lr_factor": 0.1},
             )
         elif kind is Kind.LR_TOO_HIGH:
             why = upd_text or f" with points up to {fmt(loss.long.max())}"

@@ -167,7 +167,7 @@ class Monitor:
         elif key == "train/grad_norm":
             route = (GRAD, st.grad.add)
         elif key.startswith("train/grad_norm/"):
-            track = st.layers[key] = Track(key)
+            track = st.layers[key] = Track(key, long=False)
             route = (LAYER, track.add)
         elif key == "train/lr":
             route = (LR, st.lr.add)
@@ -248,6 +248,7 @@ class Monitor:
         act = _Active(f, sig.headline, step)
         self._active[(sig.kind, sig.metric)] = act
         self.state.active.add(sig.kind)
+        self.state.raised.add(sig.kind)
         return self._store(f, RAISED, step, wall, act)
 
     def _resolve(self, key: tuple[Kind, str], act: _Active, step: int, wall: float) -> EventRecord:

@@ -15,11 +15,12 @@ from ..values import fmt
 from .detector import EVAL, GRAD, LOSS, Signal, resolved
 from .findings import Kind, Recommendation, Severity
 from .state import LONG, RECENT, State
-from .stats import Window, safe_log
+from .stats import Baseline, safe_log
 
 HUGE_LOSS = 1e5  # a loss this large is divergence outright (AUTOTRAINER)
 BLOWUP_FACTOR = 3.0  # recent loss level this many times the no-learning reference ...
 BLOWUP_BEST = 5.0  # ... and this many times the best level so far: blown up at once
+BLOWUP_EVERY = 5  # loss points between blow-up checks
 BAND_BEST = 1.5  # long loss level above max(initial, 1.5 x best level): left the healthy band
 SPIKE_WINDOW = 50  # trailing points the spike baseline is drawn from
 SPIKE_MIN_POINTS = 20  # baseline points needed before judging spikes
@@ -50,11 +51,16 @@ class DivergenceDetector:
     def __init__(self) -> None:
         self.metric = ""  # the metric of the active divergence finding, "" when none
         self.first: dict[str, Any] = {}
+        self._tick = 0
 
     def check(self, step: int, st: State, touched: int) -> list[Signal]:
         bad = self._nonfinite(st, touched)
         if bad is None and touched & LOSS:
-            bad = self._blowup(st)
+            # Levels move slowly: judge a blow-up every BLOWUP_EVERY-th loss point (and on
+            # every point once diverged, to keep the evidence current).
+            self._tick += 1
+            if self.metric or not self._tick % BLOWUP_EVERY:
+                bad = self._blowup(st)
         if bad is not None:
             if not self.metric:
                 self.metric = bad["metric"]
@@ -114,7 +120,7 @@ class DivergenceDetector:
             or loss.level != loss.level
         ):
             return None
-        best = loss.best_level
+        best = loss.best_long
         fast = max(BLOWUP_FACTOR * ref, BLOWUP_BEST * best)
         if loss.level >= fast:
             level, limit, rule = loss.level, fast, "blow-up"
@@ -131,7 +137,7 @@ class DivergenceDetector:
             "reference": ref,
             "initial": initial,
             "best_level": best,
-            "best_step": loss.best_step,
+            "best_step": loss.best_long_step,
             "limit": limit,
         }
 
@@ -151,7 +157,7 @@ class DivergenceDetector:
         ev = st.evals.get("eval/loss")
         if ev is not None and len(ev) and ev.last - ev.last != 0.0:
             return False
-        band = _band(max(loss.initial, ref), loss.best_level)
+        band = _band(max(loss.initial, ref), loss.best_long)
         return loss.level < band and (not len(loss.long) or loss.long.median() < band)
 
     def _signal(self, step: int, bad: dict[str, Any]) -> Signal:
@@ -203,7 +209,7 @@ class SpikeDetector:
     channels: ClassVar[int] = LOSS
 
     def __init__(self) -> None:
-        self.base = Window(SPIKE_WINDOW)  # log loss, frozen while a candidate is open
+        self.base = Baseline(SPIKE_WINDOW)  # log loss, frozen while a candidate is open
         self.cand: dict[str, Any] | None = None
         self.spikes: list[dict[str, Any]] = []
 
@@ -220,8 +226,7 @@ class SpikeDetector:
         if cand is None:
             base = self.base
             if len(base) >= SPIKE_MIN_POINTS:
-                med = base.median()
-                sig = max(base.sigma(), SPIKE_SIGMA_FLOOR)
+                med, sig = base.band(SPIKE_SIGMA_FLOOR)
                 if lx - med >= SPIKE_Z * sig and lx - med >= _LOG_MIN_RATIO:
                     self.cand = {
                         "step": step,

@@ -18,6 +18,9 @@ from .stats import Window
 INITIAL_POINTS = 5  # the initial loss is the median of the first finite points
 RECENT = 7  # points in a "current level" median
 LONG = 50  # points in a "long level" median
+# An update/weight ratio (‖Δθ‖/‖θ‖ per step) above this means the learning rate itself is too
+# high: healthy AdamW/SGD fine-tuning stays around 1e-3 (measured on the suite: <= 0.017).
+UPDATE_HIGH = 5e-2
 
 
 class Track:
@@ -26,6 +29,8 @@ class Track:
     __slots__ = (
         "_firsts",
         "best_level",
+        "best_long",
+        "best_long_step",
         "best_step",
         "initial",
         "key",
@@ -41,7 +46,7 @@ class Track:
         "seg_points",
     )
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, *, long: bool = True) -> None:
         self.key = key
         self.n = 0  # finite points seen
         self.seg_points = 0  # finite points since the current segment began
@@ -53,10 +58,12 @@ class Track:
         self._firsts: list[float] = []
         self.initial: float | None = None
         self.recent = Window(RECENT)
-        self.long = Window(LONG)
+        self.long = Window(LONG if long else 0)  # size 0: no long level kept
         self.level = math.nan  # median of the last RECENT finite points
-        self.best_level = math.inf
+        self.best_level = math.inf  # lowest level so far (noisy: biased low on long runs)
         self.best_step = -1
+        self.best_long = math.inf  # lowest long level (median of up to LONG points): robust
+        self.best_long_step = -1
 
     def add(self, step: int, x: float) -> None:
         """Take one value (NaN/inf counted, kept out of the windows)."""
@@ -74,12 +81,19 @@ class Track:
             if len(self._firsts) >= INITIAL_POINTS:
                 s = sorted(self._firsts)
                 self.initial = s[len(s) // 2]
-        self.recent.add(step, x)
-        self.long.add(step, x)
-        if len(self.recent) >= RECENT:
-            lvl = self.level = self.recent.median()
+        recent = self.recent
+        recent.add(step, x)
+        if len(recent) >= RECENT:
+            lvl = self.level = recent.median()
             if lvl < self.best_level:
                 self.best_level, self.best_step = lvl, step
+        long = self.long
+        if long.size:
+            long.add(step, x)
+            if len(long) >= RECENT:
+                lng = long.median()
+                if lng < self.best_long:
+                    self.best_long, self.best_long_step = lng, step
 
     @property
     def start(self) -> float | None:
@@ -105,6 +119,10 @@ class Track:
         if self.best_step >= step:
             self.best_level = self.level if self.level == self.level else math.inf
             self.best_step = self.recent.steps()[-1] if self.level == self.level else -1
+        if self.best_long_step >= step:
+            ok = len(self.long) >= RECENT
+            self.best_long = self.long.median() if ok else math.inf
+            self.best_long_step = self.long.steps()[-1] if ok else -1
 
 
 @dataclass
@@ -215,7 +233,7 @@ class State:
     segment: int = 0
     segment_start: int = 0
     loss: Track = field(default_factory=lambda: Track("train/loss"))
-    grad: Track = field(default_factory=lambda: Track("train/grad_norm"))
+    grad: Track = field(default_factory=lambda: Track("train/grad_norm", long=False))
     update: Track = field(default_factory=lambda: Track("train/update_ratio"))
     lr: LRTrack = field(default_factory=LRTrack)
     layers: dict[str, Track] = field(default_factory=dict)  # train/grad_norm/<layer>
@@ -224,6 +242,7 @@ class State:
     probes: dict[str, EvalTrack] = field(default_factory=dict)  # probe/*
     epoch: float = math.nan
     active: set[Kind] = field(default_factory=set)  # kinds with an active finding
+    raised: set[Kind] = field(default_factory=set)  # kinds ever raised in this run
     seen: set[str] = field(default_factory=set)  # keys seen, for the "unchecked" report
     _chance: tuple[float | None, str] | None = None
 
@@ -243,6 +262,11 @@ class State:
         """The "no learning yet" loss level: ln C when known, else the initial train loss."""
         c, _ = self.chance()
         return c if c is not None else self.loss.initial
+
+    def huge_updates(self) -> bool:
+        """Whether the recent update/weight ratios say every step overshoots (LR too high)."""
+        upd = self.update.recent
+        return len(upd) >= 3 and upd.median() >= UPDATE_HIGH
 
     def budget_used(self, step: int) -> float | None:
         """Fraction of the training budget used at `step`, when the budget is known.

@@ -24,33 +24,29 @@ IQR_TO_SIGMA = 1.0 / 1.349
 class Window:
     """The last `size` (step, value) points, kept sorted too, for medians and quantiles."""
 
-    __slots__ = ("_fifo", "_sorted", "_steps", "size")
+    __slots__ = ("_fifo", "_sorted", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._fifo: deque[float] = deque()
-        self._steps: deque[int] = deque()
+        self._fifo: deque[tuple[int, float]] = deque()
         self._sorted: list[float] = []
 
     def add(self, step: int, x: float) -> None:
         """Append a (finite) value, dropping the oldest when full."""
         fifo = self._fifo
-        if len(fifo) >= self.size:
-            old = fifo.popleft()
-            self._steps.popleft()
-            s = self._sorted
+        s = self._sorted
+        if len(s) >= self.size:
+            old = fifo.popleft()[1]
             del s[bisect_left(s, old)]
-        fifo.append(x)
-        self._steps.append(step)
-        insort(self._sorted, x)
+        fifo.append((step, x))
+        insort(s, x)
 
     def __len__(self) -> int:
-        return len(self._fifo)
+        return len(self._sorted)
 
     def clear(self) -> None:
         """Forget every point."""
         self._fifo.clear()
-        self._steps.clear()
         self._sorted.clear()
 
     def median(self) -> float:
@@ -87,26 +83,22 @@ class Window:
 
     def values(self) -> list[float]:
         """Values oldest first."""
-        return list(self._fifo)
+        return [v for _, v in self._fifo]
 
     def steps(self) -> list[int]:
         """Steps oldest first."""
-        return list(self._steps)
-
-    def first_step(self) -> int | None:
-        """Step of the oldest point held."""
-        return self._steps[0] if self._steps else None
+        return [s for s, _ in self._fifo]
 
     def rewind(self, step: int) -> None:
         """Drop points logged at or after `step` (a rollback abandoned them)."""
-        kept = [(s, v) for s, v in zip(self._steps, self._fifo, strict=True) if s < step]
+        kept = [(s, v) for s, v in self._fifo if s < step]
         self.clear()
         for s, v in kept:
             self.add(s, v)
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state."""
-        return {"size": self.size, "steps": list(self._steps), "values": list(self._fifo)}
+        return {"size": self.size, "steps": self.steps(), "values": self.values()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Window:
@@ -115,6 +107,50 @@ class Window:
         for s, v in zip(state["steps"], state["values"], strict=True):
             w.add(int(s), float(v))
         return w
+
+
+class Baseline:
+    """A trailing window whose median and robust sigma are refreshed every `every` points.
+
+    Spike detectors test each new point against the trailing band; the band moves slowly, so
+    recomputing it every few points keeps the per-point cost at one comparison.
+    """
+
+    __slots__ = ("_stale", "every", "med", "sig", "window")
+
+    def __init__(self, size: int, every: int = 4) -> None:
+        self.window = Window(size)
+        self.every = every
+        self.med = math.nan
+        self.sig = math.nan
+        self._stale = 0
+
+    def add(self, step: int, x: float) -> None:
+        """Append a value; the band is refreshed lazily."""
+        self.window.add(step, x)
+        self._stale += 1
+
+    def band(self, floor: float) -> tuple[float, float]:
+        """(median, max(robust sigma, floor)) of the window, at most `every` points old."""
+        if self._stale >= self.every or self.med != self.med:
+            w = self.window
+            self.med = w.median()
+            self.sig = max(w.sigma(), floor)
+            self._stale = 0
+        return self.med, self.sig
+
+    def __len__(self) -> int:
+        return len(self.window)
+
+    def clear(self) -> None:
+        """Forget every point."""
+        self.window.clear()
+        self.med = self.sig = math.nan
+
+    def rewind(self, step: int) -> None:
+        """Drop points logged at or after `step`."""
+        self.window.rewind(step)
+        self.med = self.sig = math.nan
 
 
 def safe_log(x: float) -> float:
