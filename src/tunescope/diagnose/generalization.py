@@ -21,10 +21,11 @@ from .stats import Window
 PATIENCE = 2  # evaluations after the best that must all be worse
 GL_MIN = 0.05  # generalisation loss (relative rise of a loss over its best) to flag: 5%
 GL_CRITICAL = 0.5  # ... and to call critical
-EARLY_GL = 0.015  # a loss up 1.5% (rising at every evaluation) when the task metric also fell
+EARLY_GL = 0.015  # a loss up 1.5%, rising at every evaluation, when the task metric also fell
+UP_EVALS = 3  # ... or rising at every one of this many evaluations (no task metric needed)
 DROP_MIN = 0.02  # for a metric to maximise on a 0-1 scale: an absolute drop of 2 points
 INTERVAL_POINTS = 64  # most recent train-loss points kept between two evaluations
-TRAIN_MIN_FALL = 0.10  # train loss level must have fallen 10% since the best evaluation
+TRAIN_MIN_FALL = 0.05  # train loss level must have fallen 5% since the best evaluation
 MEMORISED = 0.05  # ... unless it is already this small (x the no-learning level): memorised
 TRAIN_STABLE = 1.25  # recent train level at most this x its best: training is not unstable
 FITTED = 0.8  # ... and be below this x the no-learning level (the model fits its training data)
@@ -120,13 +121,8 @@ class OverfittingDetector:
                 tail = after[-PATIENCE - 1 :]
                 if k <= PATIENCE or min(worsening(ev, v) for v in tail) < thr:
                     return None
-        else:
-            # Early: the loss rose at every evaluation since its best and the task metric
-            # (accuracy, F1) fell clearly too: no need to wait for 5%.
-            tail = ev.values[-PATIENCE - 1 :]
-            rising = all(b > a for a, b in itertools.pairwise(tail))
-            if not (gl >= EARLY_GL and rising and task_drop is not None and confirmed):
-                return None
+        elif not self._early(ev, k, gl, task_drop is not None and confirmed):
+            return None
         train_change = self._train_change(st, ev)
         if train_change is False:
             return None
@@ -138,6 +134,17 @@ class OverfittingDetector:
             "task_drop": task_drop,
             "confirmed": confirmed,
         }
+
+    @staticmethod
+    def _early(ev: EvalTrack, k: int, gl: float, task_fell: bool) -> bool:
+        """Below 5% but consistent: the loss rose at every one of the last PATIENCE
+        evaluations and the task metric (accuracy, F1) fell clearly too; or, with no task
+        metric to confirm, it rose at every one of the last UP_EVALS (Prechelt's UP_s)."""
+        if gl < EARLY_GL:
+            return False
+        if task_fell and _rising(ev.values[-PATIENCE - 1 :]):
+            return True
+        return k >= UP_EVALS and _rising(ev.values[-UP_EVALS - 1 :])
 
     def _train_change(self, st: State, ev: EvalTrack) -> float | bool | None:
         """The train loss's relative change since the best evaluation; False when training
@@ -322,6 +329,11 @@ class PlateauDetector:
                 f"{PLATEAU_EVALS}"
             }
         return {}
+
+
+def _rising(values: list[float]) -> bool:
+    """Each value higher than the one before."""
+    return all(b > a for a, b in itertools.pairwise(values))
 
 
 def _best(ev: EvalTrack, values: list[float]) -> float | None:
