@@ -155,3 +155,25 @@ def test_monitor_cost_stays_flat_over_a_long_run() -> None:
     t2 = time.perf_counter()
     assert (t2 - t1) / 2 < 3 * (t1 - t0)
     assert (t2 - t0) / 30_000 < 200e-6  # generous bound for a loaded CI machine
+
+
+def test_state_round_trips_through_json_and_continues_identically() -> None:
+    """A resumed run's monitor (state saved with the checkpoint) picks up exactly where the
+    first one stopped: same findings, same events, same ids."""
+    import json
+
+    from .test_engine import _faulty_calls
+
+    calls = _faulty_calls()
+    cut = len(calls) // 2
+    a = Monitor(Context(num_classes=10, max_steps=600))
+    feed(a, calls[:cut])
+    saved = json.loads(json.dumps(a.state_dict(), allow_nan=False))
+    b = Monitor()
+    b.load_state_dict(saved)
+    rest_a, rest_b = feed(a, calls[cut:]), feed(b, calls[cut:])
+    assert [(e.kind, e.step, e.ref, e.data) for e in rest_a] == [
+        (e.kind, e.step, e.ref, e.data) for e in rest_b
+    ]
+    assert [f.to_json() for f in a.findings()] == [f.to_json() for f in b.findings()]
+    assert {f.kind for f in b.findings()} >= {Kind.OVERFITTING, Kind.LOSS_SPIKE, Kind.DIVERGENCE}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..store import EventRecord
 from .context import Context
@@ -35,24 +36,26 @@ from .detector import (
     Detector,
     Signal,
 )
-from .findings import RAISED, RESOLVED, UPDATED, Finding, Kind, finding_id
-from .state import EvalTrack, State, Track, is_quality_metric
+from .findings import RAISED, RESOLVED, UPDATED, Finding, Kind, Recommendation, Severity, finding_id
+from .forgetting import ForgettingDetector
+from .generalization import OverfittingDetector, PlateauDetector
+from .gradients import ExplodingDetector, VanishingDetector
+from .learning import LearningDetector
+from .numeric import DivergenceDetector, SpikeDetector
+from .persist import dump, load, register
+from .state import EvalTrack, LRTrack, State, Track, is_quality_metric
+from .stats import Baseline, Window
 
 OnFinding = Callable[[Finding, str], None]
 _Adder = Callable[[int, float], None]
 
+STATE_VERSION = 1
 HEADLINE_CHANGE = 0.5  # a relative change of the headline number that is worth an update
 PERSIST_STEPS = 50  # a finding that persisted twice as long (and >= 2 x this) is stored again
 
 
 def default_detectors() -> list[Detector]:
     """One instance of every detector, in the order they run (causes before symptoms)."""
-    from .forgetting import ForgettingDetector
-    from .generalization import OverfittingDetector, PlateauDetector
-    from .gradients import ExplodingDetector, VanishingDetector
-    from .learning import LearningDetector
-    from .numeric import DivergenceDetector, SpikeDetector
-
     return [
         DivergenceDetector(),
         SpikeDetector(),
@@ -157,6 +160,38 @@ class Monitor:
                 out.setdefault(kind, why)
         return out
 
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the monitor knows, as JSON-able data (the `on_finding` hook excluded).
+
+        Save it with a checkpoint; `load_state_dict` on a fresh Monitor continues exactly
+        where this one stopped (a resumed run keeps its baselines and open findings).
+        """
+        return {
+            "version": STATE_VERSION,
+            "state": dump(self.state),
+            "detectors": dump(self.detectors),
+            "active": dump(self._active),
+            "all": dump(self._all),
+            "last_step": self._last_step,
+        }
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Restore `state_dict()` output (from this version of tunescope)."""
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"monitor state version {data.get('version')!r} is not {STATE_VERSION}; "
+                "start a fresh Monitor (or replay the run's history with `diagnose`)"
+            )
+        self.state = load(data["state"])
+        self.context = self.state.context
+        self.detectors = load(data["detectors"])
+        self._checks = [(d, d.channels) for d in self.detectors]
+        self._active = load(data["active"])
+        self._all = load(data["all"])
+        self._last_step = data["last_step"]
+        self._routes = {}
+
     # -- routing -------------------------------------------------------------------------------
     def _route(self, key: str) -> tuple[int, _Adder | None]:
         st = self.state
@@ -167,7 +202,8 @@ class Monitor:
         elif key == "train/grad_norm":
             route = (GRAD, st.grad.add)
         elif key.startswith("train/grad_norm/"):
-            track = st.layers[key] = Track(key, long=False)
+            track = st.layers.get(key) or Track(key, long=False)
+            st.layers[key] = track
             route = (LAYER, track.add)
         elif key == "train/lr":
             route = (LR, st.lr.add)
@@ -187,7 +223,8 @@ class Monitor:
 
     @staticmethod
     def _eval_track(tracks: dict[str, EvalTrack], key: str) -> EvalTrack:
-        track = tracks[key] = EvalTrack.for_key(key)
+        track = tracks.get(key) or EvalTrack.for_key(key)
+        tracks[key] = track
         return track
 
     def _set_epoch(self, step: int, value: float) -> None:
@@ -295,3 +332,27 @@ class Monitor:
 
     def __repr__(self) -> str:
         return f"Monitor(active={[a.finding.id for a in self._active.values()]!r})"
+
+
+register(
+    Window,
+    Baseline,
+    Track,
+    EvalTrack,
+    LRTrack,
+    State,
+    Context,
+    Finding,
+    Recommendation,
+    Kind,
+    Severity,
+    _Active,
+    DivergenceDetector,
+    SpikeDetector,
+    ExplodingDetector,
+    VanishingDetector,
+    LearningDetector,
+    OverfittingDetector,
+    PlateauDetector,
+    ForgettingDetector,
+)
