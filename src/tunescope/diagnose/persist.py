@@ -18,10 +18,10 @@ from collections import deque
 from enum import Enum
 from typing import Any
 
-_REGISTRY: dict[str, type] = {}
+_REGISTRY: dict[str, Any] = {}  # class name -> class
 
 
-def register(*classes: type) -> None:
+def register(*classes: Any) -> None:
     """Allow these classes to be written and read."""
     for cls in classes:
         _REGISTRY[cls.__qualname__] = cls
@@ -38,7 +38,7 @@ def _attrs(obj: Any) -> dict[str, Any]:
 
 def dump(obj: Any) -> Any:
     """A JSON-able, tagged copy of `obj` (registered classes, containers, numbers, strings)."""
-    if obj is None or isinstance(obj, bool | int | str) and not isinstance(obj, Enum):
+    if obj is None or (isinstance(obj, bool | int | str) and not isinstance(obj, Enum)):
         return obj
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else {"__f": repr(obj)}
