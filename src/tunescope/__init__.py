@@ -16,12 +16,22 @@ from .run import Run
 from .store import Store, StoreError
 
 if TYPE_CHECKING:
+    from .actuate import Guard
     from .diagnose import Context
     from .integrations.transformers import TrainerCallback
     from .policy import PolicyConfig
 
 __version__ = "0.1.0"
-__all__ = ["Control", "Run", "Store", "StoreError", "TrainerCallback", "__version__", "init"]
+__all__ = [
+    "Control",
+    "Guard",
+    "Run",
+    "Store",
+    "StoreError",
+    "TrainerCallback",
+    "__version__",
+    "init",
+]
 
 
 def init(
@@ -65,6 +75,10 @@ def __getattr__(name: str) -> Any:
         from .integrations.transformers import TrainerCallback
 
         return TrainerCallback
+    if name == "Guard":
+        from .actuate import Guard
+
+        return Guard
     if name == "LightningCallback":
         from .integrations.lightning import LightningCallback
 
