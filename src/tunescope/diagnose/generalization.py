@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from typing import Any, ClassVar
 
 from ..values import fmt
@@ -16,7 +17,7 @@ from .detector import EVAL, LOSS, Signal, pct, resolved
 from .findings import Kind, Recommendation, Severity
 from .learning import STUCK
 from .state import EvalTrack, State
-from .stats import Window
+from .stats import median
 
 PATIENCE = 2  # evaluations after the best that must all be worse
 GL_MIN = 0.05  # generalisation loss (relative rise of a loss over its best) to flag: 5%
@@ -41,7 +42,7 @@ _NOT_OVERFITTING = frozenset(
 )
 TASK_CONFIRM = 0.03  # a task metric 3 points below its best confirms a rising eval loss
 
-PLATEAU_EVALS = 10  # evaluations without improvement (ReduceLROnPlateau: patience 10) ...
+PLATEAU_EVALS = 5  # evaluations without a 1% improvement of the best ...
 PLATEAU_SPAN = 0.15  # ... spanning at least this fraction of the steps so far
 PLATEAU_EPS = 0.01  # improvement smaller than 1% (relative) is no improvement
 CONVERGED = 0.1  # train level below this x reference: converged, not stalled
@@ -70,21 +71,21 @@ class OverfittingDetector:
     def __init__(self) -> None:
         # Train loss between evaluations: its median is "the train loss at" an evaluation, so
         # the comparison is not blurred by a window reaching back past the previous one.
-        self.interval = Window(INTERVAL_POINTS)
+        self.interval: deque[float] = deque(maxlen=INTERVAL_POINTS)
         self.train_at: dict[int, float] = {}  # eval step -> train level over the interval
         self.train_best = math.inf  # lowest of those levels
         self.metric = ""
 
     def check(self, step: int, st: State, touched: int) -> list[Signal]:
         if touched & LOSS and st.loss.last_step == step and st.loss.finite:
-            self.interval.add(step, st.loss.last)
+            self.interval.append(st.loss.last)
         if not touched & EVAL:
             return []
         ev = st.primary_eval()
         if ev is None or not ev.steps or ev.steps[-1] != step:
             return []
         if len(self.interval):
-            self.train_at[step] = level = self.interval.median()
+            self.train_at[step] = level = median(self.interval)
             self.train_best = min(self.train_best, level)
             self.interval.clear()
         if self.metric and (ev.since_best == 0 or ev.key != self.metric):
@@ -215,7 +216,7 @@ class OverfittingDetector:
     def rewind(self, step: int, st: State) -> None:
         self.train_at = {s: v for s, v in self.train_at.items() if s < step}
         self.train_best = min(self.train_at.values(), default=math.inf)
-        self.interval.rewind(step)
+        self.interval.clear()
         self.metric = ""  # the monitor resolves findings raised after `step`
 
     def unchecked(self, st: State) -> dict[Kind, str]:

@@ -21,6 +21,7 @@ from ..values import fmt
 from .detector import EVAL, LOSS, Signal, pct, resolved
 from .findings import Kind, Recommendation, Severity
 from .state import LONG, RECENT, UPDATE_HIGH, State
+from .stats import median
 
 FAIR_SHARE = 0.25  # fraction of the budget after which "not learning yet" is a finding
 MIN_POINTS = 2 * LONG  # loss points needed when the budget is unknown
@@ -89,7 +90,7 @@ class LearningDetector:
         loss = st.loss
         if len(upd.recent) < RECENT or loss.best_long == math.inf:
             return None
-        ratio = upd.recent.median()
+        ratio = median(upd.recent)
         if ratio < UPDATE_HIGH or loss.level < UNSTABLE * loss.best_long:
             return None
         return {"kind": Kind.LR_TOO_HIGH, "rule": "unstable, large updates", "update_ratio": ratio}
@@ -134,7 +135,7 @@ class LearningDetector:
             return loss.level < LEARNED * ref
         if rule == "unstable, large updates":
             upd = st.update.recent
-            calm = len(upd) and upd.median() < UPDATE_HIGH / 3
+            calm = len(upd) and median(upd) < UPDATE_HIGH / 3
             return bool(calm) and loss.level <= 1.1 * loss.best_long
         return len(loss.long) >= RECENT and loss.long.median() < UNSTUCK * ref
 

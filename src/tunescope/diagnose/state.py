@@ -8,12 +8,13 @@ O(1) summaries and bounded windows; evaluation tracks keep their (sparse) points
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from ..names import higher_is_better
 from .context import Context
 from .findings import Kind
-from .stats import Window
+from .stats import Window, median
 
 INITIAL_POINTS = 5  # the initial loss is the median of the first finite points
 RECENT = 7  # points in a "current level" median
@@ -57,7 +58,7 @@ class Track:
         self.nonfinite = 0  # non-finite points seen
         self._firsts: list[float] = []
         self.initial: float | None = None
-        self.recent = Window(RECENT)
+        self.recent: deque[float] = deque(maxlen=RECENT)  # a median of 7 is cheapest sorted
         self.long = Window(LONG if long else 0)  # size 0: no long level kept
         self.level = math.nan  # median of the last RECENT finite points
         self.best_level = math.inf  # lowest level so far (noisy: biased low on long runs)
@@ -82,9 +83,9 @@ class Track:
                 s = sorted(self._firsts)
                 self.initial = s[len(s) // 2]
         recent = self.recent
-        recent.add(step, x)
+        recent.append(x)
         if len(recent) >= RECENT:
-            lvl = self.level = recent.median()
+            lvl = self.level = sorted(recent)[RECENT >> 1]
             if lvl < self.best_level:
                 self.best_level, self.best_step = lvl, step
         long = self.long
@@ -111,14 +112,17 @@ class Track:
         return self.last - self.last == 0.0
 
     def rewind(self, step: int) -> None:
-        """A rollback to `step`: forget points logged at or after it, keep the baselines."""
-        self.recent.rewind(step)
+        """A rollback to `step`: forget points logged at or after it, keep the baselines.
+
+        The current level restarts from the new segment's points (the last few before `step`
+        are not kept for it); the long window keeps the points logged before `step`.
+        """
+        self.recent.clear()
         self.long.rewind(step)
-        self.seg_points = len(self.recent)
-        self.level = self.recent.median() if len(self.recent) >= RECENT else math.nan
+        self.seg_points = 0
+        self.level = math.nan
         if self.best_step >= step:
-            self.best_level = self.level if self.level == self.level else math.inf
-            self.best_step = self.recent.steps()[-1] if self.level == self.level else -1
+            self.best_level, self.best_step = math.inf, -1
         if self.best_long_step >= step:
             ok = len(self.long) >= RECENT
             self.best_long = self.long.median() if ok else math.inf
@@ -266,7 +270,7 @@ class State:
     def huge_updates(self) -> bool:
         """Whether the recent update/weight ratios say every step overshoots (LR too high)."""
         upd = self.update.recent
-        return len(upd) >= 3 and upd.median() >= UPDATE_HIGH
+        return len(upd) >= 3 and median(upd) >= UPDATE_HIGH
 
     def budget_used(self, step: int) -> float | None:
         """Fraction of the training budget used at `step`, when the budget is known.

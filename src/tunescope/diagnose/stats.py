@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, insort
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 # IQR / 1.349 estimates the standard deviation of a normal sample, robustly.
@@ -151,6 +152,16 @@ class Baseline:
         """Drop points logged at or after `step`."""
         self.window.rewind(step)
         self.med = self.sig = math.nan
+
+
+def median(values: Iterable[float]) -> float:
+    """The median of a few values (NaN when empty)."""
+    s = sorted(values)
+    n = len(s)
+    if not n:
+        return math.nan
+    h = n >> 1
+    return s[h] if n & 1 else 0.5 * (s[h - 1] + s[h])
 
 
 def safe_log(x: float) -> float:
