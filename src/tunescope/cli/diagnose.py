@@ -121,6 +121,8 @@ def _print(report: Report) -> None:
         console.print("\n[bold]not checked[/]")
         for kind, why in sorted(report.unchecked.items()):
             console.print(f"  {kind}: {why}", highlight=False, markup=False)
+    for note in src.get("notes", []):
+        console.print(f"[dim]note: {note}[/]", highlight=False)
 
 
 def print_finding(f: Finding) -> None:

@@ -99,6 +99,9 @@ def replay_calls(
     )
     if monitor.context != Context():
         info["context"] = {k: v for k, v in vars(monitor.context).items() if v is not None}
+    notes = monitor.notes()
+    if notes:
+        info["notes"] = notes
     return Report(monitor.findings(), monitor.unchecked(), info)
 
 

@@ -67,7 +67,7 @@ class LearningDetector:
         if verdict is None:
             return []
         self.kind = verdict["kind"]
-        self.first = {**verdict, "step": step}
+        self.first = {**self._snapshot(st, ref), **verdict, "step": step}
         return [self._signal(step, st, ref, self.first)]
 
     # -- verdicts --------------------------------------------------------------------------------
@@ -140,87 +140,40 @@ class LearningDetector:
         return len(loss.long) >= RECENT and loss.long.median() < UNSTUCK * ref
 
     # -- the finding -------------------------------------------------------------------------------
-    def _signal(self, step: int, st: State, ref: float, first: dict[str, Any]) -> Signal:
-        kind: Kind = first["kind"]
+    @classmethod
+    def _snapshot(cls, st: State, ref: float) -> dict[str, Any]:
+        """The numbers at the step the verdict was reached (the message never drifts)."""
         loss = st.loss
         chance, source = st.chance()
-        ref_name = (
-            f"the chance level ln {st.context.num_classes or round(math.exp(chance))} = {fmt(ref)}"
-            if chance is not None
-            else f"its initial value {fmt(ref)}"
-        )
-        level = loss.long.median() if len(loss.long) else loss.level
-        evidence: dict[str, Any] = {
+        snap: dict[str, Any] = {
             "metric": "train/loss",
-            "rule": first["rule"],
-            "since_step": first["step"],
-            "level": level,
+            "level": loss.long.median() if len(loss.long) else loss.level,
+            "current_level": loss.level,
             "reference": ref,
             "reference_source": source or "initial train/loss",
+            "classes": round(math.exp(chance)) if chance is not None else None,
             "initial": loss.initial,
             "best_level": loss.best_level,
             "best_step": loss.best_step,
+            "best_long": loss.best_long,
+            "best_long_step": loss.best_long_step,
             "lr_peak": st.lr.peak if st.lr.n else None,
-            "update_ratio": first.get("update_ratio"),
-            "budget_used": st.budget_used(step),
+            "max_point": loss.long.max() if len(loss.long) else None,
         }
-        acc = self._accuracy(st)
+        acc = cls._accuracy(st)
         if acc is not None:
-            evidence["eval_metric"], evidence["eval_value"] = acc
-        lr = f" (peak lr {fmt(st.lr.peak)})" if st.lr.n else ""
-        upd = first.get("update_ratio")
-        upd_text = f" with update/weight ratio {fmt(upd)} per step" if upd is not None else ""
-        if first["rule"] == "collapse":
-            msg = (
-                f"train/loss fell to {fmt(loss.best_level)} at step {loss.best_step} and came back "
-                f"to {fmt(loss.level)}, {pct(loss.level / ref)} of {ref_name}, by step "
-                f"{first['step']}: the learning rate is too high{lr}."
-            )
-            rec = Recommendation(
-                f"Roll back to step {loss.best_step} and lower the learning rate (x0.3), or "
-                "warm it up more gently.",
-                {"action": "rollback", "step": loss.best_step, "lr_factor": 0.3},
-            )
-            return Signal(kind, "train/loss", Severity.CRITICAL, msg, evidence, rec, 1.0)
-        stuck = (
-            f"train/loss level {fmt(level)} is still {pct(level / ref)} of {ref_name} at step "
-            f"{first['step']}"
-        )
-        if first["rule"] == "unstable, large updates":
-            msg = (
-                f"train/loss level climbed back to {fmt(loss.level)}, "
-                f"{loss.level / loss.best_long:.1f}x its best {fmt(loss.best_long)} (step "
-                f"{loss.best_long_step}){upd_text} (above {UPDATE_HIGH:g}): the learning rate is too "
-                f"high{lr}."
-            )
-            rec = Recommendation(
-                f"Lower the learning rate about 10x; roll back to step {loss.best_long_step} if "
-                "the model got worse.",
-                {"action": "rollback", "step": loss.best_long_step, "lr_factor": 0.1},
-            )
-        elif kind is Kind.LR_TOO_HIGH:
-            why = upd_text or f" with points up to {fmt(loss.long.max())}"
-            msg = f"{stuck}{why}: the learning rate is too high{lr}."
-            rec = Recommendation(
-                "Lower the learning rate about 10x and restart from the last good checkpoint.",
-                {"action": "scale_lr", "factor": 0.1},
-            )
-        elif kind is Kind.LR_TOO_LOW:
-            msg = f"{stuck}{upd_text}: the learning rate is too low{lr}."
-            rec = Recommendation(
-                "Raise the learning rate about 10x (AdamW fine-tuning usually uses 1e-5 to 1e-4).",
-                {"action": "scale_lr", "factor": 10.0},
-            )
-        else:
-            tail = f" and {acc[0]} is {fmt(acc[1])}" if acc is not None else ""
-            msg = f"{stuck}{tail}{upd_text}: the model is not learning (underfitting)."
-            rec = Recommendation(
-                "Check the labels and the data pipeline (shuffled or misaligned labels?) and that "
-                "the right parameters are trainable; then try a larger model or a higher "
-                "learning rate, or train longer.",
-                None,
-            )
-        return Signal(kind, "train/loss", Severity.WARNING, msg, evidence, rec, 1.0)
+            snap["eval_metric"], snap["eval_value"] = acc
+        return snap
+
+    def _signal(self, step: int, st: State, ref: float, first: dict[str, Any]) -> Signal:
+        kind: Kind = first["kind"]
+        evidence = {k: v for k, v in first.items() if k != "kind"}
+        evidence["since_step"] = first["step"]
+        evidence["budget_used"] = st.budget_used(first["step"])
+        evidence["now"] = {"step": step, "level": st.loss.level}
+        msg, rec = _explain(first)
+        sev = Severity.CRITICAL if first["rule"] == "collapse" else Severity.WARNING
+        return Signal(kind, "train/loss", sev, msg, evidence, rec, 1.0)
 
     @staticmethod
     def _accuracy(st: State) -> tuple[str, float] | None:
@@ -261,3 +214,62 @@ def _eval_fails(st: State, ref: float) -> bool:
     if ev is not None and len(ev) and ev.last == ev.last:
         return ev.last >= STUCK * ref
     return True
+
+
+def _explain(f: dict[str, Any]) -> tuple[str, Recommendation]:
+    """The sentence and the recommendation for a verdict, from its snapshot numbers."""
+    kind: Kind = f["kind"]
+    ref = f["reference"]
+    ref_name = (
+        f"the chance level ln {f['classes']} = {fmt(ref)}"
+        if f["classes"] is not None
+        else f"its initial value {fmt(ref)}"
+    )
+    lr = f" (peak lr {fmt(f['lr_peak'])})" if f["lr_peak"] is not None else ""
+    upd = f.get("update_ratio")
+    upd_text = f" with update/weight ratio {fmt(upd)} per step" if upd is not None else ""
+    if f["rule"] == "collapse":
+        msg = (
+            f"train/loss fell to {fmt(f['best_level'])} at step {f['best_step']} and came back to "
+            f"{fmt(f['current_level'])}, {pct(f['current_level'] / ref)} of {ref_name}, by step "
+            f"{f['step']}: the learning rate is too high{lr}."
+        )
+        return msg, Recommendation(
+            f"Roll back to step {f['best_step']} and lower the learning rate (x0.3), or warm it "
+            "up more gently.",
+            {"action": "rollback", "step": f["best_step"], "lr_factor": 0.3},
+        )
+    if f["rule"] == "unstable, large updates":
+        msg = (
+            f"train/loss level rose to {fmt(f['current_level'])} by step {f['step']}, "
+            f"{f['current_level'] / f['best_long']:.1f}x its lowest 50-point median "
+            f"{fmt(f['best_long'])},{upd_text} (above {UPDATE_HIGH:g}): the learning rate is too "
+            f"high{lr}."
+        )
+        return msg, Recommendation(
+            f"Lower the learning rate about 10x; roll back to step {f['best_long_step']} if the "
+            "model got worse.",
+            {"action": "rollback", "step": f["best_long_step"], "lr_factor": 0.1},
+        )
+    stuck = (
+        f"train/loss level {fmt(f['level'])} is still {pct(f['level'] / ref)} of {ref_name} at "
+        f"step {f['step']}"
+    )
+    if kind is Kind.LR_TOO_HIGH:
+        why = upd_text or f" with points up to {fmt(f['max_point'])}"
+        return f"{stuck}{why}: the learning rate is too high{lr}.", Recommendation(
+            "Lower the learning rate about 10x and restart from the last good checkpoint.",
+            {"action": "scale_lr", "factor": 0.1},
+        )
+    if kind is Kind.LR_TOO_LOW:
+        return f"{stuck}{upd_text}: the learning rate is too low{lr}.", Recommendation(
+            "Raise the learning rate about 10x (AdamW fine-tuning usually uses 1e-5 to 1e-4).",
+            {"action": "scale_lr", "factor": 10.0},
+        )
+    tail = f" and {f['eval_metric']} is {fmt(f['eval_value'])}" if "eval_metric" in f else ""
+    return f"{stuck}{tail}{upd_text}: the model is not learning (underfitting).", Recommendation(
+        "Check the labels and the data pipeline (shuffled or misaligned labels?) and that the "
+        "right parameters are trainable; then try a larger model or a higher learning rate, or "
+        "train longer.",
+        None,
+    )

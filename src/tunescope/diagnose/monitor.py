@@ -17,6 +17,7 @@ as when last stored, and *resolved* when it ends or a rollback abandons the poin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -158,6 +159,41 @@ class Monitor:
         for det in self.detectors:
             for kind, why in det.unchecked(self.state).items():
                 out.setdefault(kind, why)
+        return out
+
+    def notes(self) -> list[str]:
+        """What missing context weakened (not disabled) some checks, for the report."""
+        st = self.state
+        out = []
+        if st.loss.n:
+            chance, source = st.chance()
+            if chance is None:
+                why = (
+                    "a language model has no chance level"
+                    if st.context.is_language_model
+                    else (
+                        "the number of classes is unknown (pass --num-classes or set it in the config)"
+                    )
+                )
+                out.append(
+                    f"{why}: underfitting, LR-collapse and vanishing-gradient checks compare the "
+                    "train loss with its initial value instead of ln C"
+                )
+            elif source == "inferred":
+                out.append(
+                    f"the number of classes was inferred as {round(math.exp(chance))} from the "
+                    f"initial train loss {st.loss.initial:.4g} (= ln C)"
+                )
+            if st.budget_used(st.step) is None:
+                out.append(
+                    "the training budget is unknown (pass --max-steps): 'not learning' is judged "
+                    "after 100 train-loss points instead of 25% of the budget"
+                )
+            if not st.update.n:
+                out.append(
+                    "no train/update_ratio logged (run.watch() logs it): a learning rate too high "
+                    "or too low is told from underfitting by the loss curve alone"
+                )
         return out
 
     # -- state -------------------------------------------------------------------------------
