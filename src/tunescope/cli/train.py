@@ -18,6 +18,7 @@ ArgsArgument = Annotated[
         help="An optional CONFIG.yaml, then key=value overrides with dotted keys "
         "(values are YAML: data.classes=[3,4], data.name=null).",
         show_default=False,
+        metavar="CONFIG.yaml KEY=VALUE",
     ),
 ]
 

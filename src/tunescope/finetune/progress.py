@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..integrations.transformers import map_logs
+from ..integrations.transformers import is_causal_lm, map_logs
 
 SHORT = {"accuracy": "acc", "perplexity": "ppl", "precision": "prec", "recall": "rec"}
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
@@ -43,30 +43,32 @@ def _short(key: str) -> str:
 
 
 class ProgressDisplay(transformers.TrainerCallback):
-    """A rich progress bar with live loss, lr and the latest evaluation metrics."""
+    """A rich progress bar with live loss, lr and the latest value of the watched eval metric.
 
-    def __init__(self, console: Console) -> None:
+    Every evaluation is also printed as a line above the bar, with all its metrics.
+    """
+
+    def __init__(self, console: Console, focus: str = "eval/loss") -> None:
         self.console = console
+        self.focus = focus  # the eval metric shown on the bar (the one that picks the best)
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.train: dict[str, float] = {}
         self.eval: dict[str, float] = {}
+        self.causal_lm = False
 
     def _status(self) -> str:
         parts = [f"{_short(k)} {_fmt(v)}" for k, v in self.train.items()]
-        if self.eval:
-            parts.append(
-                "| eval " + " ".join(f"{_short(k)} {_fmt(v)}" for k, v in self.eval.items())
-            )
+        if self.focus in self.eval:
+            parts.append(f"eval {_short(self.focus)} {_fmt(self.eval[self.focus])}")
         return "  ".join(parts)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.causal_lm = is_causal_lm(kwargs.get("model"))
         self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(bar_width=30),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("<"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
             console=self.console,
@@ -82,7 +84,7 @@ class ProgressDisplay(transformers.TrainerCallback):
             self.progress.update(self.task, completed=state.global_step)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-        metrics, _ = map_logs(logs or {})
+        metrics, _ = map_logs(logs or {}, causal_lm=self.causal_lm)
         if "train/loss" in metrics:
             self.train = {k: metrics[k] for k in ("train/loss", "train/lr") if k in metrics}
         evals = {k: v for k, v in metrics.items() if k.startswith("eval/")}

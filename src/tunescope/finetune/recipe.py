@@ -220,7 +220,7 @@ def train(
                 f"run {info.name} has no checkpoint to resume from in {out_dir / 'trainer'}"
             )
     p = prepare(cfg, out_dir=out_dir)
-    display = ProgressDisplay(console)
+    display = ProgressDisplay(console, focus=f"eval/{cfg.best_metric}")
     run = _open_run(cfg, p, resume)
     try:
         out_dir = out_dir or run.dir / "checkpoints"

@@ -76,7 +76,8 @@ def map_logs(
     return metrics, {}
 
 
-def _is_causal_lm(model: Any) -> bool:
+def is_causal_lm(model: Any) -> bool:
+    """Whether a (possibly peft-wrapped) model is a causal language model."""
     # A peft wrapper keeps the transformers model at .base_model.model.
     inner = getattr(getattr(model, "base_model", None), "model", model)
     names = [type(m).__name__ for m in (model, inner)]
@@ -120,10 +121,10 @@ def trainer_config(args: Any, state: Any, model: Any) -> dict[str, Any]:
             "name": getattr(cfg, "_name_or_path", None) or type(model).__name__,
             "type": getattr(cfg, "model_type", None),
             "class": type(model).__name__,
-            "task": "causal-lm" if _is_causal_lm(model) else "classification",
+            "task": "causal-lm" if is_causal_lm(model) else "classification",
             "num_labels": num_labels,
         },
-        "data": {"num_classes": num_labels} if not _is_causal_lm(model) else {},
+        "data": {"num_classes": num_labels} if not is_causal_lm(model) else {},
         "source": "transformers.Trainer",
     }
 
@@ -202,7 +203,7 @@ class TrainerCallback(transformers.TrainerCallback):
         model = kwargs.get("model")
         if self.run is None or (self._owns and self.run._closed):
             self.run = self._start_run(args, state, model)
-        self._causal_lm = _is_causal_lm(model)
+        self._causal_lm = is_causal_lm(model)
         self._samples_per_step = (
             args.train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
         )
@@ -210,7 +211,8 @@ class TrainerCallback(transformers.TrainerCallback):
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         if self.watch and model is not None and hasattr(inner, "register_step_pre_hook"):
             self._watcher = self.run.watch(model, inner, every=max(int(state.logging_steps), 1))
-            self._watcher.steps = state.global_step  # measure on the steps Trainer logs
+            if hasattr(self._watcher, "steps"):  # measure on the steps Trainer logs
+                self._watcher.steps = state.global_step
         self._train_time, self._steps = 0.0, 0
         self._clock = time.perf_counter()
 
