@@ -1,7 +1,7 @@
 """Catastrophic forgetting: what the model knew before fine-tuning, measured on a retain set.
 
 Each `retain/*` metric is compared with its first recorded value (logged before or at the start
-of fine-tuning): a loss or perplexity up by more than 10%, or an accuracy-like score down by
+of fine-tuning): a loss up by more than 10% (a perplexity: its log, the loss), or an accuracy-like score down by
 more than 3 points, for two retain evaluations in a row. `probe/cka` (representation similarity
 to the pretrained model) and `probe/param_drift` (‖θ−θ₀‖/‖θ₀‖) are reported as supporting,
 label-free evidence; CKA alone raises a finding only when it has fallen below 0.5.
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from ..values import fmt
 from .detector import PROBE, RETAIN, Signal, pct, resolved
 from .findings import Kind, Recommendation, Severity
-from .state import EvalTrack, State
+from .state import EvalTrack, State, relative_rise
 
 LOSS_RISE = 0.10  # retain loss/perplexity up 10% over its first value
 SCORE_DROP = 0.03  # retain accuracy-like score down 3 points
@@ -29,7 +29,7 @@ def degradation(ev: EvalTrack, value: float) -> tuple[float, float]:
     if ev.higher:
         scale = 100.0 if base > 1.5 else 1.0
         return (base - value) / scale, SCORE_DROP
-    return (value / base - 1.0 if base > 0 else value - base), LOSS_RISE
+    return relative_rise(ev.key, value, base), LOSS_RISE
 
 
 class ForgettingDetector:

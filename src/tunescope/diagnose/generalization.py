@@ -16,7 +16,7 @@ from ..values import fmt
 from .detector import EVAL, LOSS, Signal, pct, resolved
 from .findings import Kind, Recommendation, Severity
 from .learning import STUCK
-from .state import EvalTrack, State
+from .state import EvalTrack, State, relative_rise
 from .stats import median
 
 PATIENCE = 2  # evaluations after the best that must all be worse
@@ -45,6 +45,7 @@ TASK_CONFIRM = 0.03  # a task metric 3 points below its best confirms a rising e
 PLATEAU_EVALS = 5  # evaluations without a 1% improvement of the best ...
 PLATEAU_SPAN = 0.15  # ... spanning at least this fraction of the steps so far
 PLATEAU_EPS = 0.01  # improvement smaller than 1% (relative) is no improvement
+RECOVERING = 0.02  # the latest evaluation 2% better than the window's worst: still moving
 CONVERGED = 0.1  # train level below this x reference: converged, not stalled
 SATURATED = 0.99  # a 0-1 task metric this high cannot improve much: not a plateau
 
@@ -55,7 +56,7 @@ def worsening(ev: EvalTrack, value: float) -> float:
     if ev.higher:
         scale = 100.0 if best > 1.5 else 1.0  # percentages
         return (best - value) / scale
-    return value / best - 1.0 if best > 0 else value - best
+    return relative_rise(ev.key, value, best)
 
 
 def _threshold(ev: EvalTrack) -> float:
@@ -273,6 +274,13 @@ class PlateauDetector:
         rel = gain / abs(before) if before else gain
         if rel >= PLATEAU_EPS or worsening(ev, ev.last) >= _threshold(ev):
             return None  # still improving, or getting worse (overfitting's business)
+        values = [v for v in ev.values[start + 1 :] if v - v == 0.0]
+        worst = min(values) if ev.higher else max(values)
+        if (
+            worst
+            and ((ev.last - worst) if ev.higher else (worst - ev.last)) / abs(worst) >= RECOVERING
+        ):
+            return None  # climbing back after a setback (a spike): progress, not a stall
         task = st.task_eval()
         if task is not None and task.best == task.best:
             scale = 100.0 if task.best > 1.5 else 1.0

@@ -30,7 +30,8 @@ STUCK = 0.9  # long loss level >= this x reference: no meaningful learning
 UNSTUCK = 0.8  # ... and below this x reference it is learning again
 LEARNED = 0.6  # best level <= this x reference: the model had learned
 COLLAPSED = 0.9  # ... and a level back >= this x reference: collapse
-UPDATE_LOW = 1e-5  # ... below this: LR too low
+UPDATE_ELEVATED = 1e-2  # a plateau with updates this large: the LR is too high to settle
+UPDATE_LOW = 1e-4  # update/weight ratio per step below this: LR too low (healthy >= 1e-3)
 UNSTABLE = 1.1  # with large updates, a loss level this x its (long) best: unstable
 ERRATIC = 1.5  # stuck with loss points above this x reference in the window: too high
 CHANCE_MARGIN = 0.1  # eval accuracy within this (absolute) of 1/C (or of its first value): chance
@@ -63,7 +64,12 @@ class LearningDetector:
             return [self._signal(step, st, ref, self.first)]
         if st.active & {Kind.DIVERGENCE, Kind.VANISHING_GRADIENTS}:
             return []  # the cause is already named
-        verdict = self._collapse(st, ref) or self._unstable(st) or self._stuck(step, st, ref)
+        verdict = (
+            self._collapse(st, ref)
+            or self._unstable(st)
+            or self._stalled_big_steps(st)
+            or self._stuck(step, st, ref)
+        )
         if verdict is None:
             return []
         self.kind = verdict["kind"]
@@ -94,6 +100,20 @@ class LearningDetector:
         if ratio < UPDATE_HIGH or loss.level < UNSTABLE * loss.best_long:
             return None
         return {"kind": Kind.LR_TOO_HIGH, "rule": "unstable, large updates", "update_ratio": ratio}
+
+    @staticmethod
+    def _stalled_big_steps(st: State) -> dict[str, Any] | None:
+        """A plateau while the optimizer still takes large steps (update/weight ratio >= 1e-2,
+        ten times the healthy ~1e-3): it bounces across the valley instead of descending."""
+        if Kind.PLATEAU not in st.active:
+            return None
+        upd = st.update.long
+        if len(upd) < RECENT:
+            return None
+        ratio = upd.median()
+        if ratio < UPDATE_ELEVATED:
+            return None
+        return {"kind": Kind.LR_TOO_HIGH, "rule": "plateau, large updates", "update_ratio": ratio}
 
     def _stuck(self, step: int, st: State, ref: float) -> dict[str, Any] | None:
         loss = st.loss
@@ -133,6 +153,11 @@ class LearningDetector:
         rule = self.first.get("rule")
         if rule == "collapse":
             return loss.level < LEARNED * ref
+        if rule == "plateau, large updates":
+            upd = st.update.long
+            return Kind.PLATEAU not in st.active or (
+                len(upd) > 0 and upd.median() < UPDATE_ELEVATED
+            )
         if rule == "unstable, large updates":
             upd = st.update.recent
             calm = len(upd) and median(upd) < UPDATE_HIGH / 3
@@ -250,6 +275,16 @@ def _explain(f: dict[str, Any]) -> tuple[str, Recommendation]:
             f"Lower the learning rate about 10x; roll back to step {f['best_long_step']} if the "
             "model got worse.",
             {"action": "rollback", "step": f["best_long_step"], "lr_factor": 0.1},
+        )
+    if f["rule"] == "plateau, large updates":
+        msg = (
+            f"the evaluation metric stopped improving by step {f['step']} while every step still "
+            f"moves the weights by {fmt(upd)} of their norm (>= {UPDATE_ELEVATED:g}, ten times "
+            f"the usual): the learning rate is too high to settle{lr}."
+        )
+        return msg, Recommendation(
+            "Lower the learning rate (x0.3) or decay it; the plateau should give way.",
+            {"action": "scale_lr", "factor": 0.3},
         )
     stuck = (
         f"train/loss level {fmt(f['level'])} is still {pct(f['level'] / ref)} of {ref_name} at "

@@ -25,7 +25,8 @@ BAND_BEST = 1.5  # long loss level above max(initial, 1.5 x best level): left th
 SPIKE_WINDOW = 50  # trailing points the spike baseline is drawn from
 SPIKE_MIN_POINTS = 20  # baseline points needed before judging spikes
 SPIKE_Z = 5.0  # robust z-score (log space) that makes a point a spike candidate
-SPIKE_MIN_RATIO = 3.0  # ... and it must be at least this many times the baseline median
+SPIKE_MIN_RATIO = 3.0  # ... and reach this many times the baseline median, or
+SPIKE_BACK = 0.4  # ... this fraction of the way back to the no-learning level (the lower)
 SPIKE_SIGMA_FLOOR = (
     0.05  # log-space spread floor (5%), so a very smooth curve is not over-sensitive
 )
@@ -227,7 +228,7 @@ class SpikeDetector:
             base = self.base
             if len(base) >= SPIKE_MIN_POINTS:
                 med, sig = base.band(SPIKE_SIGMA_FLOOR)
-                if lx - med >= SPIKE_Z * sig and lx - med >= _LOG_MIN_RATIO:
+                if lx - med >= SPIKE_Z * sig and x >= _spike_limit(math.exp(med), st):
                     self.cand = {
                         "step": step,
                         "peak": x,
@@ -301,7 +302,15 @@ class SpikeDetector:
         return {}
 
 
-_LOG_MIN_RATIO = math.log(SPIKE_MIN_RATIO)
+def _spike_limit(median: float, st: State) -> float:
+    """The loss a spike must reach: 3x the trailing median, or — when that is further than a
+    loss can go (a language model's loss cannot triple) — 40% of the way back to the
+    no-learning level."""
+    ref = st.reference_loss()
+    excess = (SPIKE_MIN_RATIO - 1.0) * median
+    if ref is not None and ref > median:
+        excess = min(excess, SPIKE_BACK * (ref - median))
+    return median + excess
 
 
 def _band(initial: float, best: float) -> float:

@@ -220,6 +220,19 @@ class LRTrack:
 _EVAL_NOISE = ("runtime", "per_second", "epoch", "step", "mem", "flos", "time")
 
 
+def is_perplexity(key: str) -> bool:
+    """Perplexity is exp(loss): relative changes are judged on its log, the loss."""
+    leaf = key.rsplit("/", 1)[-1].lower()
+    return "perplexity" in leaf or leaf == "ppl"
+
+
+def relative_rise(key: str, value: float, base: float) -> float:
+    """How much worse a minimised metric is than `base`, relatively (perplexity via its log)."""
+    if is_perplexity(key) and value > 0 and base > 0:
+        value, base = math.log(value), math.log(base)
+    return value / base - 1.0 if base > 0 else value - base
+
+
 def is_quality_metric(key: str) -> bool:
     """Whether a key (eval/retain/probe) measures model quality with a known direction."""
     leaf = key.rsplit("/", 1)[-1].lower()
