@@ -78,6 +78,7 @@ HEALTHY: dict[str, Spec] = {
 
 LM = Context(task="causal_lm")
 CONTEXTS = {  # cases that are not 10-class classification
+    "overfitting of a language model: a slow, steady rise": LM,
     "a language model's noise-free slow convergence": LM,
     "loss spike of a language model (1.6x, far for a loss that cannot triple)": LM,
 }
@@ -120,6 +121,17 @@ FAULTS: dict[str, Case] = {
         ),
         Kind.OVERFITTING,
         lambda f: f.evidence["metric"] == "eval/accuracy" and f.step <= 320,
+    ),
+    "overfitting of a language model: a slow, steady rise": (
+        Spec(
+            steps=600,
+            loss=lambda s: 4.6 * (0.4 + 0.6 * math.exp(-s / 80)),
+            noise=0.02,
+            eval_loss=u_shape(2.7, 200, 0.03, start=4.6),
+            eval_acc=None,
+        ),
+        Kind.OVERFITTING,
+        lambda f: f.evidence["best_step"] == 200 and f.step <= 240,
     ),
     "divergence: NaN loss": (_nan_at(250), Kind.DIVERGENCE, lambda f: f.step == 250),
     "divergence: inf grad norm": (

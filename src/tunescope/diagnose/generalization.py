@@ -23,7 +23,9 @@ PATIENCE = 2  # evaluations after the best that must all be worse
 GL_MIN = 0.05  # generalisation loss (relative rise of a loss over its best) to flag: 5%
 GL_CRITICAL = 0.5  # ... and to call critical
 EARLY_GL = 0.015  # a loss up 1.5%, rising at every evaluation, when the task metric also fell
-UP_EVALS = 3  # ... or rising at every one of this many evaluations (no task metric needed)
+UP_EVALS = 3  # with no task metric: rising at each of this many evaluations (1.5% in all)
+UP_EVALS_LM = 2  # ... for a language model (its loss averages many tokens) ...
+UP_GL_LM = 0.01  # ... by 1% in all
 DROP_MIN = 0.02  # for a metric to maximise on a 0-1 scale: an absolute drop of 2 points
 INTERVAL_POINTS = 64  # most recent train-loss points kept between two evaluations
 TRAIN_MIN_FALL = 0.05  # train loss level must have fallen 5% since the best evaluation
@@ -123,7 +125,7 @@ class OverfittingDetector:
                 tail = after[-PATIENCE - 1 :]
                 if k <= PATIENCE or min(worsening(ev, v) for v in tail) < thr:
                     return None
-        elif not self._early(ev, k, gl, task_drop is not None and confirmed):
+        elif not self._early(st, ev, k, gl, task, task_drop is not None and confirmed):
             return None
         train_change = self._train_change(st, ev)
         if train_change is False:
@@ -138,15 +140,18 @@ class OverfittingDetector:
         }
 
     @staticmethod
-    def _early(ev: EvalTrack, k: int, gl: float, task_fell: bool) -> bool:
-        """Below 5% but consistent: the loss rose at every one of the last PATIENCE
-        evaluations and the task metric (accuracy, F1) fell clearly too; or, with no task
-        metric to confirm, it rose at every one of the last UP_EVALS (Prechelt's UP_s)."""
-        if gl < EARLY_GL:
-            return False
-        if task_fell and _rising(ev.values[-PATIENCE - 1 :]):
-            return True
-        return k >= UP_EVALS and _rising(ev.values[-UP_EVALS - 1 :])
+    def _early(
+        st: State, ev: EvalTrack, k: int, gl: float, task: EvalTrack | None, task_fell: bool
+    ) -> bool:
+        """Below 5% but consistent: the loss rose at each of the last PATIENCE evaluations and
+        the task metric (accuracy, F1) fell clearly too. With no task metric, a rise at each
+        of the last UP_EVALS evaluations (Prechelt's UP_s) — two for a language model, whose
+        loss averages many tokens and barely jitters, three otherwise."""
+        if task is not None and task is not ev:
+            return gl >= EARLY_GL and task_fell and _rising(ev.values[-PATIENCE - 1 :])
+        lm = st.context.is_language_model
+        ups, need = (UP_EVALS_LM, UP_GL_LM) if lm else (UP_EVALS, EARLY_GL)
+        return gl >= need and k >= ups and _rising(ev.values[-ups - 1 :])
 
     def _train_change(self, st: State, ev: EvalTrack) -> float | bool | None:
         """The train loss's relative change since the best evaluation; False when training
