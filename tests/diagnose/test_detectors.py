@@ -127,7 +127,7 @@ FAULTS: dict[str, Case] = {
             steps=600,
             loss=lambda s: 4.6 * (0.4 + 0.6 * math.exp(-s / 80)),
             noise=0.02,
-            eval_loss=u_shape(2.7, 200, 0.03, start=4.6),
+            eval_loss=u_shape(2.7, 200, 0.1, start=4.6),
             eval_acc=None,
         ),
         Kind.OVERFITTING,
