@@ -66,6 +66,7 @@ def test_classification_end_to_end(tiny_bert: Path, topic_csv: Path, store_dir: 
     assert info.status == "finished" and info.project == "topics"
     assert info.config["data"]["num_classes"] == info.config["model"]["num_labels"] == 3
     assert info.config["train"]["max_steps"] == 40 and info.config["monitor"]["mode"] == "act"
+    assert info.config["train"]["warmup_steps"] == 0
 
     keys = {k["key"] for k in reader.keys(info.id)}
     assert {"train/loss", "train/lr", "train/grad_norm", "train/throughput"} <= keys

@@ -141,6 +141,7 @@ def test_one_line_in_your_own_trainer(tmp_path: Path, store_dir: Path) -> None:
     (info,) = reader.runs()
     assert (info.project, info.status) == ("mine", "finished")
     assert info.config["train"]["max_steps"] == 12
+    assert info.config["train"]["warmup_steps"] == 0
     assert info.config["model"]["num_labels"] == info.config["data"]["num_classes"] == 2
     assert info.config["model"]["task"] == "classification"
     assert reader.series(info.id, "train/loss").steps.tolist() == [2, 4, 6, 8, 10, 12]

@@ -189,6 +189,8 @@ def derived(p: Prepared) -> dict[str, Any]:
     }
     if p.config.train.max_steps is None:
         out["train.max_steps"] = p.max_steps
+    # Trainer's own rounding of a warmup share into steps (the monitor reads warmup_steps).
+    out["train.warmup_steps"] = math.ceil(p.max_steps * p.config.train.warmup_ratio)
     if p.raw.class_names is not None:
         out["data.num_classes"] = out["model.num_labels"] = len(p.raw.class_names)
         out["data.class_names"] = p.raw.class_names

@@ -115,6 +115,7 @@ def trainer_config(args: Any, state: Any, model: Any) -> dict[str, Any]:
         "train": {
             **_jsonable_args(args),
             "max_steps": state.max_steps,
+            "warmup_steps": args.get_warmup_steps(state.max_steps),
             "batch_size": args.per_device_train_batch_size,
         },
         "model": {
