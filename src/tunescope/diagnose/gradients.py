@@ -204,14 +204,15 @@ class VanishingDetector:
             bottom, top = pair
             if len(bottom.recent) < RECENT or len(top.recent) < RECENT:
                 return None
-            b, t = bottom.level, top.level
+            b, t = bottom.level_now(), top.level_now()
             ratio = b / t if t > 0 else math.inf
             if b < VANISH_ABS or ratio < VANISH_RATIO:
                 return _Vanished(bottom.key, b, top.key, t, ratio)
             return None
         g = st.grad
-        if len(g.recent) >= RECENT and g.level < VANISH_GLOBAL:
-            return _Vanished(g.key, g.level, None, None, None)
+        level = g.level_now()
+        if level < VANISH_GLOBAL:
+            return _Vanished(g.key, level, None, None, None)
         return None
 
     def _signal(self, v: _Vanished) -> Signal:

@@ -154,13 +154,13 @@ class LearningDetector:
         if rule == "collapse":
             return loss.level < LEARNED * ref
         if rule == "plateau, large updates":
-            upd = st.update.long
+            long = st.update.long
             return Kind.PLATEAU not in st.active or (
-                len(upd) > 0 and upd.median() < UPDATE_ELEVATED
+                len(long) > 0 and long.median() < UPDATE_ELEVATED
             )
         if rule == "unstable, large updates":
-            upd = st.update.recent
-            calm = len(upd) and median(upd) < UPDATE_HIGH / 3
+            recent = st.update.recent
+            calm = len(recent) and median(recent) < UPDATE_HIGH / 3
             return bool(calm) and loss.level <= 1.1 * loss.best_long
         return len(loss.long) >= RECENT and loss.long.median() < UNSTUCK * ref
 
@@ -279,7 +279,7 @@ def _explain(f: dict[str, Any]) -> tuple[str, Recommendation]:
     if f["rule"] == "plateau, large updates":
         msg = (
             f"the evaluation metric stopped improving by step {f['step']} while every step still "
-            f"moves the weights by {fmt(upd)} of their norm (>= {UPDATE_ELEVATED:g}, ten times "
+            f"moves the weights by {fmt(upd or 0.0)} of their norm (>= {UPDATE_ELEVATED:g}, ten times "
             f"the usual): the learning rate is too high to settle{lr}."
         )
         return msg, Recommendation(

@@ -96,7 +96,7 @@ class Monitor:
         self.detectors: list[Detector] = (
             list(detectors) if detectors is not None else default_detectors()
         )
-        self._checks = [(d, d.channels) for d in self.detectors]
+        self._by_mask: dict[int, list[Callable[..., list[Signal]]]] = {}  # channels -> checks
         self._routes: dict[str, tuple[int, _Adder | None]] = {}
         self._active: dict[tuple[Kind, str], _Active] = {}
         self._all: dict[str, Finding] = {}
@@ -123,11 +123,15 @@ class Monitor:
                 touched |= channel
         if not touched:
             return out
-        for det, channels in self._checks:
-            if channels & touched:
-                signals = det.check(step, st, touched)
-                if signals:
-                    out.extend(self._apply(step, wall, signals))
+        checks = self._by_mask.get(touched)
+        if checks is None:
+            checks = self._by_mask[touched] = [
+                d.check for d in self.detectors if d.channels & touched
+            ]
+        for check in checks:
+            signals = check(step, st, touched)
+            if signals:
+                out.extend(self._apply(step, wall, signals))
         return out
 
     def finish(self, wall: float = 0.0) -> list[EventRecord]:
@@ -222,7 +226,7 @@ class Monitor:
         self.state = load(data["state"])
         self.context = self.state.context
         self.detectors = load(data["detectors"])
-        self._checks = [(d, d.channels) for d in self.detectors]
+        self._by_mask = {}
         self._active = load(data["active"])
         self._all = load(data["all"])
         self._last_step = data["last_step"]
@@ -238,7 +242,7 @@ class Monitor:
         elif key == "train/grad_norm":
             route = (GRAD, st.grad.add)
         elif key.startswith("train/grad_norm/"):
-            track = st.layers.get(key) or Track(key, long=False)
+            track = st.layers.get(key) or Track(key, long=False, eager=False)
             st.layers[key] = track
             route = (LAYER, track.add)
         elif key == "train/lr":

@@ -33,6 +33,7 @@ class Track:
         "best_long",
         "best_long_step",
         "best_step",
+        "eager",
         "initial",
         "key",
         "last",
@@ -47,8 +48,11 @@ class Track:
         "seg_points",
     )
 
-    def __init__(self, key: str, *, long: bool = True) -> None:
+    def __init__(self, key: str, *, long: bool = True, eager: bool = True) -> None:
         self.key = key
+        # eager: keep `level` and the best levels current at every point (the train loss and
+        # the update ratio); else only `level_now()` on demand (gradient norms).
+        self.eager = eager
         self.n = 0  # finite points seen
         self.seg_points = 0  # finite points since the current segment began
         self.last = math.nan
@@ -84,6 +88,8 @@ class Track:
                 self.initial = s[len(s) // 2]
         recent = self.recent
         recent.append(x)
+        if not self.eager:
+            return
         if len(recent) >= RECENT:
             lvl = self.level = sorted(recent)[RECENT >> 1]
             if lvl < self.best_level:
@@ -95,6 +101,11 @@ class Track:
                 lng = long.median()
                 if lng < self.best_long:
                     self.best_long, self.best_long_step = lng, step
+
+    def level_now(self) -> float:
+        """The median of the last RECENT points (NaN with fewer), computed now."""
+        r = self.recent
+        return sorted(r)[RECENT >> 1] if len(r) >= RECENT else math.nan
 
     @property
     def start(self) -> float | None:
@@ -250,7 +261,7 @@ class State:
     segment: int = 0
     segment_start: int = 0
     loss: Track = field(default_factory=lambda: Track("train/loss"))
-    grad: Track = field(default_factory=lambda: Track("train/grad_norm", long=False))
+    grad: Track = field(default_factory=lambda: Track("train/grad_norm", long=False, eager=False))
     update: Track = field(default_factory=lambda: Track("train/update_ratio"))
     lr: LRTrack = field(default_factory=LRTrack)
     layers: dict[str, Track] = field(default_factory=dict)  # train/grad_norm/<layer>
