@@ -3,10 +3,23 @@ tokenizer trained on the test texts, keyword-separable classes. Nothing is downl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tinydata import corpus, make_rows, make_tokenizer, write_csv
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the
+    # threads' spin-waiting makes each step many times slower; restored afterwards.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from rich.console import Console
 from tunescope.finetune import data, recipe
 from tunescope.finetune.config import Config, ConfigError, load_config
 from tunescope.finetune.models import load_tokenizer
+from tunescope.finetune.progress import print_outcome
 from tunescope.store import Store
 
 pytestmark = pytest.mark.slow
@@ -165,6 +166,20 @@ def test_lora_exponential_schedule(tiny_bert: Path, topic_csv: Path, store_dir: 
     assert lr[0] == pytest.approx(3e-3)
     ratios = lr[1:] / lr[:-1]
     assert np.allclose(ratios, 0.1 ** (1 / 10))
+
+
+def test_without_validation_the_last_weights_are_the_best(
+    tiny_bert: Path, topic_csv: Path, store_dir: Path
+) -> None:
+    cfg = _classify(tiny_bert, topic_csv, store_dir, "data.validation_split=0", "train.max_steps=8")
+    console = _quiet()
+    outcome = recipe.train(cfg, console=console)
+    info = Store(store_dir).reader().run(outcome.run_id)
+    assert info.summary["best"] == {"step": 8, "metric": None, "value": None}
+    assert "test/accuracy" in info.summary
+    assert not any(k["key"].startswith("eval/") for k in Store(store_dir).reader().keys(info.id))
+    print_outcome(console, outcome)  # the summary table copes with "no best"
+    assert "no validation: the last weights" in console.file.getvalue()  # type: ignore[attr-defined]
 
 
 class _Crash(RuntimeError):

@@ -13,6 +13,16 @@ import tunescope
 from tunescope.integrations.transformers import map_logs
 from tunescope.store import Store
 
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    # Tiny models gain nothing from intra-op threads; on a busy machine they only spin.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # -- the mapping (pure) ---------------------------------------------------------------------------
 
 

@@ -144,12 +144,12 @@ def summary_table(outcome: Outcome) -> Table:
     table.add_column("value")
     for key, value in outcome.test.items():
         table.add_row(key, _fmt(value))
-    if outcome.best:
-        table.add_row(
-            "best checkpoint",
-            f"step {outcome.best.get('step')}  {outcome.best.get('metric')} "
-            f"{_fmt(float(outcome.best.get('value', float('nan'))))}",
-        )
+    best = outcome.best
+    if best.get("value") is not None:
+        detail = f"{best['metric']} {_fmt(float(best['value']))}"
+        table.add_row("best checkpoint", f"step {best['step']}  {detail}")
+    elif best:
+        table.add_row("best checkpoint", f"step {best['step']} (no validation: the last weights)")
     minutes, seconds = divmod(int(outcome.seconds), 60)
     table.add_row("trained", f"{outcome.steps} steps in {minutes}m{seconds:02d}s")
     if outcome.stopped:

@@ -276,11 +276,14 @@ def _finish(
     best_dir = Path(state.best_model_checkpoint) if state.best_model_checkpoint else None
     checkpoints.prune(out_dir, last, best_dir)
     metric = p.config.best_metric
-    best = {
-        "step": state.best_global_step or state.global_step,
-        "metric": f"eval/{metric}",
-        "value": state.best_metric,
-    }
+    if state.best_metric is not None:
+        best = {
+            "step": state.best_global_step,
+            "metric": f"eval/{metric}",
+            "value": state.best_metric,
+        }
+    else:  # nothing was evaluated (no validation split): the best we know is the last
+        best = {"step": state.global_step, "metric": None, "value": None}
     summary: dict[str, Any] = {"best": best, "checkpoints": saved}
     test: dict[str, float] = {}
     per_class: dict[str, dict[str, float]] = {}
