@@ -169,6 +169,52 @@ def bench_hf(calls: list[Call], repeats: int) -> tuple[float, int]:
     return statistics.median(times), len(evals)
 
 
+def store_rows(calls: list[Call], steps: int, points: int) -> list[tuple[str, str, str]]:
+    """The rows that go through a real SQLite store (online writer cost, offline diagnose)."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="ts-speed-") as tmpdir:
+        tmp = Path(tmpdir)
+        _, plain = log_run(tmp / "a", "plain", calls, None)
+        _, watched = log_run(tmp / "b", "watched", calls, "observe")
+        out.append(
+            (
+                f"online, through the store: log {steps:,} steps + finish",
+                f"{plain:.2f} s without, {watched:.2f} s with the monitor",
+                f"{(watched - plain) / steps * 1e6:+.1f} µs/step on the writer thread",
+            )
+        )
+        per_step = n_points(history(1000)) / 1000
+        big = history(math.ceil(points / per_step), seed=1)
+        t0 = time.perf_counter()
+        run_id, _ = log_run(tmp / "big", "big", big, None)
+        build = time.perf_counter() - t0
+        off = bench_offline(tmp / "big", run_id, tmp)
+        pts = int(off["points"])
+        out.append(
+            (
+                f"offline: replay_run, stored run of {pts:,} points",
+                f"{off['replay_run']:.2f} s ({off['replay_run'] / pts * 1e6:.2f} µs/point)",
+                f"<= 5 s per 1M points; {int(off['findings'])} findings",
+            )
+        )
+        out.append(
+            (
+                f"offline: `tunescope diagnose RUN --json`, {pts:,} points",
+                f"{off['cli']:.2f} s",
+                "CLI end to end",
+            )
+        )
+        out.append(
+            (
+                f"offline: replay of the run as long CSV, {pts:,} rows",
+                f"{off['csv']:.2f} s",
+                "CSV parsing included",
+            )
+        )
+        print(f"(building the {pts:,}-point run took {build:.1f} s)", file=sys.stderr)
+    return out
+
+
 def rows(table: list[tuple[str, str, str]]) -> Iterator[str]:
     w = [max(len(r[i]) for r in table) for i in range(3)]
     for i, r in enumerate(table):
@@ -210,46 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     if not a.skip_store:
-        with tempfile.TemporaryDirectory(prefix="ts-speed-") as tmpdir:
-            tmp = Path(tmpdir)
-            _, plain = log_run(tmp / "a", "plain", calls, None)
-            _, watched = log_run(tmp / "b", "watched", calls, "observe")
-            table.append(
-                (
-                    f"online, through the store: log {a.steps:,} steps + finish",
-                    f"{plain:.2f} s without, {watched:.2f} s with the monitor",
-                    f"{(watched - plain) / a.steps * 1e6:+.1f} µs/step on the writer thread",
-                )
-            )
-            per_step = n_points(history(1000)) / 1000
-            big = history(math.ceil(a.points / per_step), seed=1)
-            t0 = time.perf_counter()
-            run_id, _ = log_run(tmp / "big", "big", big, None)
-            build = time.perf_counter() - t0
-            off = bench_offline(tmp / "big", run_id, tmp)
-            pts = int(off["points"])
-            table.append(
-                (
-                    f"offline: replay_run, stored run of {pts:,} points",
-                    f"{off['replay_run']:.2f} s ({off['replay_run'] / pts * 1e6:.2f} µs/point)",
-                    f"<= 5 s per 1M points; {int(off['findings'])} findings",
-                )
-            )
-            table.append(
-                (
-                    f"offline: `tunescope diagnose RUN --json`, {pts:,} points",
-                    f"{off['cli']:.2f} s",
-                    "CLI end to end",
-                )
-            )
-            table.append(
-                (
-                    f"offline: replay of the run as long CSV, {pts:,} rows",
-                    f"{off['csv']:.2f} s",
-                    "CSV parsing included",
-                )
-            )
-            print(f"(building the {pts:,}-point run took {build:.1f} s)", file=sys.stderr)
+        table += store_rows(calls, a.steps, a.points)
     print("\n".join(rows(table)))
     return 0
 

@@ -243,27 +243,11 @@ def _eval_fails(st: State, ref: float) -> bool:
 
 def _explain(f: dict[str, Any]) -> tuple[str, Recommendation]:
     """The sentence and the recommendation for a verdict, from its snapshot numbers."""
-    kind: Kind = f["kind"]
-    ref = f["reference"]
-    ref_name = (
-        f"the chance level ln {f['classes']} = {fmt(ref)}"
-        if f["classes"] is not None
-        else f"its initial value {fmt(ref)}"
-    )
     lr = f" (peak lr {fmt(f['lr_peak'])})" if f["lr_peak"] is not None else ""
     upd = f.get("update_ratio")
     upd_text = f" with update/weight ratio {fmt(upd)} per step" if upd is not None else ""
     if f["rule"] == "collapse":
-        msg = (
-            f"train/loss fell to {fmt(f['best_level'])} at step {f['best_step']} and came back to "
-            f"{fmt(f['current_level'])}, {pct(f['current_level'] / ref)} of {ref_name}, by step "
-            f"{f['step']}: the learning rate is too high{lr}."
-        )
-        return msg, Recommendation(
-            f"Roll back to step {f['best_step']} and lower the learning rate (x0.3), or warm it "
-            "up more gently.",
-            {"action": "rollback", "step": f["best_step"], "lr_factor": 0.3},
-        )
+        return _explain_collapse(f, lr)
     if f["rule"] == "unstable, large updates":
         msg = (
             f"train/loss level rose to {fmt(f['current_level'])} by step {f['step']}, "
@@ -279,24 +263,48 @@ def _explain(f: dict[str, Any]) -> tuple[str, Recommendation]:
     if f["rule"] == "plateau, large updates":
         msg = (
             f"the evaluation metric stopped improving by step {f['step']} while every step still "
-            f"moves the weights by {fmt(upd or 0.0)} of their norm (>= {UPDATE_ELEVATED:g}, ten times "
-            f"the usual): the learning rate is too high to settle{lr}."
+            f"moves the weights by {fmt(upd or 0.0)} of their norm (>= {UPDATE_ELEVATED:g}, ten "
+            f"times the usual): the learning rate is too high to settle{lr}."
         )
         return msg, Recommendation(
             "Lower the learning rate (x0.3) or decay it; the plateau should give way.",
             {"action": "scale_lr", "factor": 0.3},
         )
-    stuck = (
-        f"train/loss level {fmt(f['level'])} is still {pct(f['level'] / ref)} of {ref_name} at "
-        f"step {f['step']}"
+    return _explain_stuck(f, lr, upd_text)
+
+
+def _reference_name(f: dict[str, Any]) -> str:
+    ref = f["reference"]
+    if f["classes"] is not None:
+        return f"the chance level ln {f['classes']} = {fmt(ref)}"
+    return f"its initial value {fmt(ref)}"
+
+
+def _explain_collapse(f: dict[str, Any], lr: str) -> tuple[str, Recommendation]:
+    msg = (
+        f"train/loss fell to {fmt(f['best_level'])} at step {f['best_step']} and came back to "
+        f"{fmt(f['current_level'])}, {pct(f['current_level'] / f['reference'])} of "
+        f"{_reference_name(f)}, by step {f['step']}: the learning rate is too high{lr}."
     )
-    if kind is Kind.LR_TOO_HIGH:
+    return msg, Recommendation(
+        f"Roll back to step {f['best_step']} and lower the learning rate (x0.3), or warm it up "
+        "more gently.",
+        {"action": "rollback", "step": f["best_step"], "lr_factor": 0.3},
+    )
+
+
+def _explain_stuck(f: dict[str, Any], lr: str, upd_text: str) -> tuple[str, Recommendation]:
+    stuck = (
+        f"train/loss level {fmt(f['level'])} is still {pct(f['level'] / f['reference'])} of "
+        f"{_reference_name(f)} at step {f['step']}"
+    )
+    if f["kind"] is Kind.LR_TOO_HIGH:
         why = upd_text or f" with points up to {fmt(f['max_point'])}"
         return f"{stuck}{why}: the learning rate is too high{lr}.", Recommendation(
             "Lower the learning rate about 10x and restart from the last good checkpoint.",
             {"action": "scale_lr", "factor": 0.1},
         )
-    if kind is Kind.LR_TOO_LOW:
+    if f["kind"] is Kind.LR_TOO_LOW:
         return f"{stuck}{upd_text}: the learning rate is too low{lr}.", Recommendation(
             "Raise the learning rate about 10x (AdamW fine-tuning usually uses 1e-5 to 1e-4).",
             {"action": "scale_lr", "factor": 10.0},
