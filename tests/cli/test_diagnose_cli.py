@@ -185,6 +185,10 @@ def test_diagnose_what_hf_trainer_writes_to_tensorboard(
     assert main(["diagnose", str(tmp_path / "out"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["source"]["type"] == "tensorboard"
+    # read from the TrainingArguments and model config HF writes as text summaries
+    assert (
+        out["source"]["context"]["num_classes"] == 3 and out["source"]["context"]["max_steps"] == 30
+    )
     div = [f for f in out["findings"] if f["kind"] == "divergence"]
     assert div and 20 <= div[0]["step"] <= 22, out["findings"]
     assert div[0]["evidence"]["metric"] in ("train/grad_norm", "train/loss", "eval/loss")

@@ -122,6 +122,25 @@ def test_context_from_config_is_lenient(
     assert (ctx.num_classes, ctx.max_steps) == (classes, steps)
 
 
+def test_context_from_hf_configs() -> None:
+    lm = Context.from_config(
+        {
+            "model": {"architectures": ["GPT2LMHeadModel"], "id2label": {"0": "a", "1": "b"}},
+            "train": {"max_steps": -1, "num_train_epochs": 2.0, "warmup_steps": 50},
+        }
+    )
+    # every HF config has a default 2-label id2label: it is not the classes of a language model
+    assert (lm.task, lm.num_classes, lm.max_steps, lm.epochs, lm.warmup_steps) == (
+        "causal_lm",
+        None,
+        None,
+        2.0,
+        50,
+    )
+    clf = Context.from_config({"architectures": ["BertForSequenceClassification"], "num_labels": 5})
+    assert (clf.task, clf.num_classes) == ("classification", 5)
+
+
 def test_chance_level_is_inferred_only_when_clear() -> None:
     ctx = Context()
     assert ctx.chance_loss(math.log(5) - 0.01) == (pytest.approx(math.log(5)), "inferred")

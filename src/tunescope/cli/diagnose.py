@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -69,7 +69,7 @@ def _report(
         from ..io import tensorboard
 
         rows = list(tensorboard.read(path))
-        ctx = _override(Context(), num_classes, max_steps)
+        ctx = _override(Context.from_config(_tensorboard_config(path)), num_classes, max_steps)
         return replay(rows, ctx, by_wall=False, source={"type": "tensorboard", "path": str(path)})
     if path.is_file():
         from ..io import csv as csv_io
@@ -92,6 +92,30 @@ def _report(
         ) from None
     ctx = _override(Context.from_config(info.config), num_classes, max_steps)
     return replay_run(reader, info.id, ctx)
+
+
+def _tensorboard_config(root: Path) -> dict[str, Any]:
+    """What HF Trainer writes next to the scalars: its TrainingArguments (`args`) and the model
+    config (`model_config`) as JSON text summaries — the budget, warmup and classes."""
+    from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
+
+    from ..io.tensorboard import event_dirs
+
+    found: dict[str, Any] = {}
+    for d in event_dirs(root):
+        acc = EventAccumulator(str(d), size_guidance={TENSORS: 0})
+        acc.Reload()
+        for tag, name in (("args/text_summary", "train"), ("model_config/text_summary", "model")):
+            if name in found or tag not in acc.Tags().get("tensors", []):
+                continue
+            try:
+                text = acc.Tensors(tag)[0].tensor_proto.string_val[0].decode()
+                value = json.loads(text)
+            except (IndexError, ValueError, UnicodeDecodeError):
+                continue  # not HF's JSON: nothing to learn from it
+            if isinstance(value, dict):
+                found[name] = value
+    return found
 
 
 def _override(ctx: Context, num_classes: int | None, max_steps: int | None) -> Context:

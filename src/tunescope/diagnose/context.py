@@ -6,11 +6,12 @@ passed. Both are read leniently from the run's config; what is missing is inferr
 is clearly so, else left None — `Report.unchecked` and the docs say what that disables.
 
 >>> Context.from_config({"model": {"num_labels": 5}, "train": {"max_steps": 900}})
-Context(num_classes=5, max_steps=900, task=None, warmup_steps=None)
+Context(num_classes=5, max_steps=900, task=None, warmup_steps=None, epochs=None)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,10 @@ _CLASS_KEYS = ("num_labels", "num_classes", "n_classes", "n_labels")
 _CLASS_LIST_KEYS = ("classes", "labels", "label_names", "id2label")
 _STEP_KEYS = ("max_steps", "total_steps", "num_training_steps", "max_iters", "train_steps")
 _WARMUP_KEYS = ("warmup_steps", "num_warmup_steps")
-_TASK_KEYS = ("task", "task_type", "problem_type", "objective")
+_TASK_KEYS = ("task", "task_type", "objective")
+_EPOCH_KEYS = ("num_train_epochs", "max_epochs", "epochs")
+# HF model classes name their head: *ForCausalLM, *LMHeadModel, *ForMaskedLM, *ForConditionalGeneration.
+_LM_HEADS = ("CausalLM", "LMHead", "MaskedLM", "ConditionalGeneration", "Seq2SeqLM")
 
 
 @dataclass(frozen=True)
@@ -30,12 +34,14 @@ class Context:
     `num_classes`: C for classification (chance loss ln C). `max_steps`: the training budget in
     optimizer steps. `task`: e.g. "classification" or "causal_lm" (a language model has no
     chance level, so C is never inferred for it). `warmup_steps`: LR warmup length, when known.
+    `epochs`: the budget in epochs (used with a logged `train/epoch` when `max_steps` is unknown).
     """
 
     num_classes: int | None = None
     max_steps: int | None = None
     task: str | None = None
     warmup_steps: int | None = None
+    epochs: float | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> Context:
@@ -47,12 +53,17 @@ class Context:
         if not config:
             return cls()
         flat = list(_walk(config))
-        return cls(
+        ctx = cls(
             num_classes=_first_classes(flat),
             max_steps=_first_int(flat, _STEP_KEYS, minimum=1),
-            task=_first_str(flat, _TASK_KEYS),
+            task=_first_str(flat, _TASK_KEYS) or _task_from_architecture(flat),
             warmup_steps=_first_int(flat, _WARMUP_KEYS, minimum=0),
+            epochs=_first_positive(flat, _EPOCH_KEYS),
         )
+        if ctx.is_language_model:
+            # every HF config carries an id2label (2 labels by default): not classes of an LM
+            ctx = dataclasses.replace(ctx, num_classes=None)
+        return ctx
 
     @property
     def is_language_model(self) -> bool:
@@ -123,6 +134,25 @@ def _first_classes(flat: list[tuple[str, Any]]) -> int | None:
             and len(value) >= 2
         ):
             return len(value)
+    return None
+
+
+def _first_positive(flat: list[tuple[str, Any]], keys: tuple[str, ...]) -> float | None:
+    for key, value in flat:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in keys and number and math.isfinite(value) and value > 0:
+            return float(value)
+    return None
+
+
+def _task_from_architecture(flat: list[tuple[str, Any]]) -> str | None:
+    """ "causal_lm" when an HF config's `architectures` names a language-model head."""
+    for key, value in flat:
+        if key == "architectures" and isinstance(value, list):
+            if any(isinstance(a, str) and any(h in a for h in _LM_HEADS) for a in value):
+                return "causal_lm"
+            if any(isinstance(a, str) and "Classification" in a for a in value):
+                return "classification"
     return None
 
 

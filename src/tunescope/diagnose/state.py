@@ -299,13 +299,13 @@ class State:
     def budget_used(self, step: int) -> float | None:
         """Fraction of the training budget used at `step`, when the budget is known.
 
-        From `Context.max_steps`; else from `train/epoch`, counting 3 epochs (HF Trainer's
-        default) as the budget. None when neither is known.
+        From `Context.max_steps`; else from `train/epoch` over `Context.epochs` (3, HF
+        Trainer's default, when unknown). None when neither is known.
         """
         if self.context.max_steps:
             return step / self.context.max_steps
         if self.epoch == self.epoch:
-            return self.epoch / 3.0
+            return self.epoch / (self.context.epochs or 3.0)
         return None
 
     def primary_eval(self) -> EvalTrack | None:
