@@ -223,7 +223,7 @@ class OverfittingDetector:
         self.train_at = {s: v for s, v in self.train_at.items() if s < step}
         self.train_best = min(self.train_at.values(), default=math.inf)
         self.interval.clear()
-        self.metric = ""  # the monitor resolves findings raised after `step`
+        # `metric` stays: the next evaluation re-signals or resolves whatever is still active
 
     def unchecked(self, st: State) -> dict[Kind, str]:
         ev = st.primary_eval()

@@ -290,6 +290,7 @@ class SpikeDetector:
     def rewind(self, step: int, st: State) -> None:
         self.cand = None
         self.base.rewind(step)
+        self.spikes = [sp for sp in self.spikes if sp["recovered_step"] < step]
 
     def unchecked(self, st: State) -> dict[Kind, str]:
         if not st.loss.n:
