@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,6 +75,7 @@ def _one_thread() -> Any:
             },
         ),
         ({"eval_loss": 0.5, "eval_note": "text", "eval_flag": True}, {"eval/loss": 0.5}, {}),
+        ({"eval_f1": np.float32(0.5), "eval_n": np.int64(3)}, {"eval/f1": 0.5, "eval/n": 3.0}, {}),
     ],
 )
 def test_map_logs(

@@ -12,12 +12,14 @@ evaluation and checkpointing time left out) and, for causal LMs, perplexity. At 
 flushes the run (so the online monitor has seen every point) and reads `run.control`: a stop
 request ends training after the current step.
 
-It is cheap and changes nothing: no RNG, no tensor reads, and on steps that Trainer does not
-log, only a clock read and a copy of the learning rates.
+It is cheap and changes nothing: no RNG, no device reads on steps that Trainer does not log
+(there: a clock read and a copy of the learning rates, plus the `Watcher`'s small per-step
+bookkeeping when `watch=True`; see probes/dynamics.py).
 """
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,16 +55,16 @@ def map_logs(
     >>> map_logs({"eval_loss": 0.3, "eval_accuracy": 0.9, "eval_runtime": 2.0, "epoch": 1.0})[0]
     {'eval/loss': 0.3, 'eval/accuracy': 0.9, 'sys/eval_runtime': 2.0}
     """
-    numbers = {
+    values = {
         k: float(v)
         for k, v in logs.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
+        if isinstance(v, numbers.Real) and not isinstance(v, bool)  # numpy scalars too
     }
-    if "train_runtime" in numbers:
-        return {}, {FINAL_KEYS.get(k, canonical(k)): v for k, v in numbers.items() if k != "epoch"}
+    if "train_runtime" in values:
+        return {}, {FINAL_KEYS.get(k, canonical(k)): v for k, v in values.items() if k != "epoch"}
     metrics: dict[str, float] = {}
-    training = "loss" in numbers
-    for key, value in numbers.items():
+    training = "loss" in values
+    for key, value in values.items():
         if key == "epoch" and not training:
             continue  # eval logs repeat the epoch; one point per step is enough
         if key.endswith(SPEED_SUFFIXES):
