@@ -184,10 +184,12 @@ class Probe:
         if before is None:
             return {}
         with torch.no_grad():
-            num = torch.sqrt(
-                sum(((p.detach() - b) ** 2).sum() for p, b in zip(self.params, before, strict=True))
-            )  # type: ignore[arg-type]
-            den = torch.sqrt(sum((b**2).sum() for b in before))  # type: ignore[arg-type]
+            num = torch.zeros(())
+            den = torch.zeros(())
+            for p, b in zip(self.params, before, strict=True):
+                num += ((p.detach() - b) ** 2).sum()
+                den += (b**2).sum()
+        num, den = num.sqrt(), den.sqrt()
         return {
             "train/lr": short(optimizer.param_groups[0]["lr"]),
             "train/update_ratio": short(float(num) / max(float(den), 1e-12)),

@@ -31,10 +31,12 @@ from common import KINDS  # noqa: E402
 from scoring import (  # noqa: E402
     RunResult,
     comparison_table,
+    detail_table,
     healthy_alarms,
     kind_table,
     score_kinds,
     stops_table,
+    targets_table,
 )
 
 SUITE = HERE / "suite"
@@ -90,6 +92,7 @@ def evaluate_run(entry: dict[str, Any], api: tuple[Any, Any] | str) -> RunResult
         findings=findings,
         unchecked=unchecked,
         stops={k: (s.step, s.reason) if s else None for k, s in stops.items()},
+        evidence={e["kind"]: e["evidence"] for e in entry["expected"]},
     )
 
 
@@ -98,6 +101,7 @@ def split_section(results: list[RunResult], split: str, min_severity: str, api_o
     out = [f"### Split `{split}` ({len(part)} runs)", ""]
     scores = score_kinds(part, min_severity) if api_ok else None
     if scores is not None:
+        out += ["**Targets**", "", targets_table(part, scores), ""]
         out += ["**tunescope, per kind**", "", kind_table(scores), ""]
         n_h, flagged = healthy_alarms(part)
         out.append(
@@ -168,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--split", choices=["tune", "holdout", "both"], default="both")
+    ap.add_argument("--detail", action="store_true", help="also print one line per run")
     ap.add_argument(
         "--min-severity",
         choices=["info", "warning", "critical"],
@@ -191,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         split_section(results, s, args.min_severity, not isinstance(api, str)) for s in splits
     )
     print(body)
+    if args.detail:
+        print(detail_table(results))
     if args.write:
         cmd = "python bench/diagnosis/evaluate.py " + " ".join(
             shlex.quote(a) for a in (argv or sys.argv[1:])
@@ -208,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
             "",
             body,
             suite_section(data),
+            "",
+            "## Every run",
+            "",
+            "<details><summary>labels, tunescope's findings and baseline stops per run</summary>",
+            "",
+            detail_table(results),
+            "",
+            "</details>",
             "",
         ]
         if isinstance(api, str):

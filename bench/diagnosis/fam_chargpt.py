@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from common import LogFn, Probe, RunFacts, Scenario, eval_schedule, seed_everything, short
@@ -42,6 +43,7 @@ class Setup:
     clip: float | None = 1.0
     train_chars: int | None = None  # None: the whole training text
     lr_glitch: tuple[int, int, float] | None = None
+    decay_at: int | None = None  # a misconfigured step schedule: lr x 0.001 from here on
     sequential: str | None = None  # None | "forget" | "replay": prose first, then code
     phase1_steps: int = 400
 
@@ -78,7 +80,7 @@ def _code() -> tuple[torch.Tensor, torch.Tensor]:
     return _encode(text[:cut]), _encode(text[cut:][:60_000])
 
 
-def _model(s: Setup) -> nn.Module:
+def _model(s: Setup) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
@@ -96,8 +98,8 @@ def _model(s: Setup) -> nn.Module:
         tie_word_embeddings=False,  # the head is its own layer group ("top")
         bos_token_id=None,
         eos_token_id=None,
-        loss_type="ForCausalLM",
     )
+    cfg.loss_type = "ForCausalLM"  # silences a warning about an unset loss type
     return GPT2LMHeadModel(cfg)
 
 
@@ -106,8 +108,8 @@ def _batch(data: torch.Tensor, s: Setup, gen: torch.Generator) -> torch.Tensor:
     return torch.stack([data[i : i + s.block] for i in starts.tolist()])
 
 
-def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=x, labels=x).loss  # type: ignore[no-any-return]
+def _loss(model: Any, x: torch.Tensor) -> torch.Tensor:
+    return cast(torch.Tensor, model(input_ids=x, labels=x).loss)
 
 
 @cache
@@ -146,6 +148,8 @@ def _phase1(model: nn.Module, s: Setup, gen: torch.Generator) -> None:
 
 def _lr_at(s: Setup, step: int) -> float:
     lr = s.lr * min(1.0, step / s.warmup) if s.warmup else s.lr
+    if s.decay_at is not None and step >= s.decay_at:
+        lr *= 1e-3
     if s.lr_glitch and s.lr_glitch[0] <= step < s.lr_glitch[0] + s.lr_glitch[1]:
         lr *= s.lr_glitch[2]  # a scheduler bug: the lr multiplied for a step or two
     return lr
@@ -162,9 +166,8 @@ def fit(s: Setup, seed: int, log: LogFn) -> RunFacts:
         train = train[: s.train_chars]
     task = "code" if s.sequential else "prose"
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
-    tr = model.transformer  # type: ignore[attr-defined]
-    bottom = [*tr.wte.parameters(), *tr.wpe.parameters()]
-    probe = Probe(model, bottom, model.lm_head.parameters(), clip=s.clip)  # type: ignore[attr-defined]
+    bottom = [*model.transformer.wte.parameters(), *model.transformer.wpe.parameters()]
+    probe = Probe(model, bottom, model.lm_head.parameters(), clip=s.clip)
     evals = eval_schedule(s.steps, s.eval_every, irregular=s.irregular, seed=seed)
     model.train()
     for step in range(0, s.steps + 1):
@@ -187,7 +190,11 @@ def fit(s: Setup, seed: int, log: LogFn) -> RunFacts:
             if s.sequential:
                 values.update(_lm_values("retain", _evaluate(model, "prose", s.block)))
         log(values, step)
-    facts: dict[str, object] = {"chance_loss": math.log(len(VOCAB)), "train_chars": len(train)}
+    facts: dict[str, object] = {
+        "chance_loss": math.log(len(VOCAB)),
+        "train_chars": len(train),
+        "warmup_steps": s.warmup,
+    }
     if s.lr_glitch:
         facts["lr_glitch"] = list(s.lr_glitch)
         facts["fault_step"] = s.lr_glitch[0]
@@ -216,14 +223,14 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[int], Setup]]] = {
             Scenario(
                 "forget",
                 ("forgetting",),
-                describe="pretrained on news (400 steps), fine-tuned 300 steps on Python source; "
-                "retain = news",
+                describe="pretrained on news (400 steps), fine-tuned 300 steps on Python source "
+                "(60 warm-up steps); retain = news",
             ),
-            lambda seed: replace(BASE, sequential="forget", steps=300, eval_every=15),
+            lambda seed: replace(BASE, sequential="forget", steps=300, eval_every=15, warmup=60),
         ),
         (
             Scenario("replay", (), describe="as forget, every step also replays a batch of news"),
-            lambda seed: replace(BASE, sequential="replay", steps=300, eval_every=15),
+            lambda seed: replace(BASE, sequential="replay", steps=300, eval_every=15, warmup=60),
         ),
         (
             Scenario(
@@ -256,12 +263,21 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[int], Setup]]] = {
         ),
         (
             Scenario(
+                "early-decay-plateau",
+                ("plateau",),
+                ("lr_too_low",),
+                "step schedule misconfigured: lr x0.001 from step 150 on, 500 steps",
+            ),
+            lambda seed: replace(BASE, decay_at=150, irregular=seed == 1),
+        ),
+        (
+            Scenario(
                 "lr-glitch-spike",
                 ("loss_spike",),
                 ("exploding_gradients",),
                 "scheduler bug: lr x30 for one step mid-run",
             ),
-            lambda seed: replace(BASE, lr_glitch=(150 + 30 * seed, 1, 30.0)),
+            lambda seed: replace(BASE, lr_glitch=(100 + 20 * seed, 1, 30.0)),
         ),
     ]
 }

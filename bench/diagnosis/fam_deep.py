@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from typing import Any, cast
 
 import torch
 from common import LogFn, RunFacts, Scenario
@@ -20,12 +21,13 @@ class PixelRNN(nn.Module):
     def __init__(self, hidden: int, gain: float, nonlinearity: str = "tanh") -> None:
         super().__init__()
         self.rnn = nn.RNN(1, hidden, nonlinearity=nonlinearity, batch_first=True)
+        weight = cast(torch.Tensor, self.rnn.weight_hh_l0)
         with torch.no_grad():
             if nonlinearity == "relu":  # IRNN (Le et al. 2015): identity recurrence
-                self.rnn.weight_hh_l0.copy_(gain * torch.eye(hidden))
-                self.rnn.bias_hh_l0.zero_()
+                weight.copy_(gain * torch.eye(hidden))
+                cast(torch.Tensor, self.rnn.bias_hh_l0).zero_()
             else:
-                nn.init.orthogonal_(self.rnn.weight_hh_l0, gain=gain)
+                nn.init.orthogonal_(weight, gain=gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, h = self.rnn(x.unsqueeze(-1))
@@ -38,7 +40,12 @@ def rnn(hidden: int = 64, gain: float = 1.0, nonlinearity: str = "tanh") -> nn.S
 
 _STUCK = ("underfitting", "plateau", "lr_too_low")  # a net whose gradients vanish learns nothing
 _UNSTABLE = ("loss_spike", "divergence", "plateau", "underfitting", "lr_too_high")
-_SGD = {"opt": "sgd", "lr": 0.1, "momentum": 0.9}
+
+
+def _sgd(**changes: Any) -> Setup:
+    """The deep nets' loop: SGD with momentum 0.9, lr 0.1."""
+    return replace(BASE, opt="sgd", lr=0.1, momentum=0.9, **changes)
+
 
 # scenario -> (what it should produce, model builder, loop setup)
 SCENARIOS: dict[str, tuple[Scenario, Callable[[], nn.Module], Setup]] = {
@@ -52,7 +59,7 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[], nn.Module], Setup]] = {
                 "12 sigmoid layers of 64, default init, SGD momentum lr 0.1",
             ),
             lambda: build_mlp(replace(BASE, depth=12, act="sigmoid")),
-            replace(BASE, depth=12, act="sigmoid", **_SGD),
+            _sgd(depth=12, act="sigmoid"),
         ),
         (
             Scenario(
@@ -62,7 +69,7 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[], nn.Module], Setup]] = {
                 "8 sigmoid layers of 64, default init, SGD momentum lr 0.1",
             ),
             lambda: build_mlp(replace(BASE, depth=8, act="sigmoid")),
-            replace(BASE, depth=8, act="sigmoid", **_SGD),
+            _sgd(depth=8, act="sigmoid"),
         ),
         (
             Scenario(
@@ -72,7 +79,7 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[], nn.Module], Setup]] = {
                 "12 tanh layers initialised with std 0.3/sqrt(fan_in), SGD momentum lr 0.1",
             ),
             lambda: build_mlp(replace(BASE, depth=12, act="tanh", init_gain=0.3)),
-            replace(BASE, depth=12, act="tanh", init_gain=0.3, **_SGD),
+            _sgd(depth=12, act="tanh", init_gain=0.3),
         ),
         (
             Scenario("relu-bn-12", (), describe="12 ReLU layers with BatchNorm, AdamW 1e-3"),
@@ -118,6 +125,6 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[], nn.Module], Setup]] = {
 def train(scenario: str, seed: int, log: LogFn) -> RunFacts:
     _, build, setup = SCENARIOS[scenario]
     torch.manual_seed(seed)  # the model's init is part of the seeded run
-    facts = fit(setup, seed, log, mlp=build())  # type: ignore[arg-type]
+    facts = fit(setup, seed, log, mlp=cast(nn.Sequential, build()))
     facts.config = {"model": scenario, **asdict(setup)}
     return facts

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,9 +103,7 @@ def _linears(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-def _evaluate(
-    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor
-) -> tuple[float, float, float]:
+def _evaluate(model: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
     module = getattr(model, "__self__", model)  # a bound method's module
     module.eval()
     with torch.no_grad():

@@ -145,7 +145,7 @@ def relabel(data: dict[str, Any]) -> dict[str, Any]:
 def _tasks(
     families: Iterable[str], only: set[str] | None, seeds: set[int] | None
 ) -> list[tuple[str, str, int]]:
-    out = []
+    out: list[tuple[str, str, int]] = []
     for fam in families:
         for name, sc in scenarios(fam).items():
             if only and name not in only:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", default=str(STORE), help="tunescope store for the runs")
     ap.add_argument("--relabel", action="store_true", help="only re-run the hindsight checks")
     args = ap.parse_args(argv)
-    data = load_labels()
+    entries: list[dict[str, Any]] = []
     if not args.relabel:
         fams = FAMILIES if not args.family or "all" in args.family else tuple(args.family)
         tasks = _tasks(
@@ -182,14 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                 futures = [pool.submit(_generate_one, *t, args.store, args.threads) for t in tasks]
                 entries = [f.result() for f in futures]
         else:
-            entries = []
             for t in tasks:
                 entries.append(_generate_one(*t, args.store, args.threads))
                 e = entries[-1]
                 print(f"  {e['name']:40s} {e['rows']:6d} rows {e['seconds']:6.1f}s", flush=True)
-        for e in entries:
-            data["runs"][e["name"]] = e
         print(f"trained {len(entries)} runs in {time.time() - t0:.0f}s")
+    data = load_labels()  # read now: another generator may have added runs meanwhile
+    for e in entries:
+        data["runs"][e["name"]] = e
     relabel(data)
     save_labels(data)
     runs = data["runs"].values()

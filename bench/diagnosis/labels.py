@@ -314,31 +314,30 @@ PLATEAU_WINDOW = 5  # evaluations
 
 
 def plateau(c: Curves, facts: Mapping[str, Any]) -> Verdict:
-    """Positive: from some evaluation to the end (>= 6 evaluations and >= 25% of them) the best
-    eval loss improves by < 1% (relative), without overfitting; onset = that evaluation.
-    Negative: every 5 consecutive evaluations (once the loss has started to fall) improve the
-    best eval loss by >= 1%, or the run overfits (a plateau is the absence of that signature)."""
+    """Positive: from some evaluation on, no window of 5 evaluations improves the best eval loss
+    by 1% (relative) — to the end of the run, >= 6 evaluations and >= 25% of them — and the run
+    does not overfit; onset = that evaluation. Negative: every 5-evaluation window (once the
+    loss has started to fall) improves it by >= 1%, or the run overfits (a plateau is the
+    absence of that signature)."""
     es, ev = _get(c, "eval/loss")
     ok = np.isfinite(ev)
     es, ev = es[ok], ev[ok]
     n = len(ev)
     if n < 6:
         return Verdict(False, True)
+    if overfitting(c, facts).positive:
+        return Verdict(False, True, None, {"overfits": True})
     best = np.minimum.accumulate(ev)
+    w = PLATEAU_WINDOW
+    stalled = np.array([best[min(i + w, n - 1)] >= best[i] * (1 - PLATEAU_EPS) for i in range(n)])
+    moved = ev < ev[0] - 0.05 * max(float(ev[0] - best[-1]), 1e-12)
     onset = None
     for j in range(1, n):
-        if best[-1] >= best[j] * (1 - PLATEAU_EPS):
+        if stalled[j:].all():
             if n - 1 - j >= max(6, n // 4):
                 onset = int(es[j])
             break
-    if overfitting(c, facts).positive:
-        return Verdict(False, True, None, {"overfits": True})
-    moved = ev < ev[0] - 0.05 * max(float(ev[0] - best[-1]), 1e-12)
-    stalls = [
-        int(es[j])
-        for j in range(1, n - PLATEAU_WINDOW)
-        if moved[j] and best[j + PLATEAU_WINDOW] >= best[j] * (1 - PLATEAU_EPS)
-    ]
+    stalls = [int(es[j]) for j in range(1, n - w) if moved[j] and stalled[j]]
     evidence = {"evals": n, "first_stall": stalls[0] if stalls else None}
     return Verdict(onset is not None, not stalls and onset is None, onset, evidence)
 

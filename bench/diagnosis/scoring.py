@@ -44,6 +44,7 @@ class RunResult:
     findings: list[tuple[str, int, str]] | None  # (kind, step, severity); None: no tunescope
     unchecked: dict[str, str] = field(default_factory=dict)
     stops: dict[str, tuple[int, str] | None] = field(default_factory=dict)  # baseline -> stop
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> label evidence
 
 
 def _evals_between(r: RunResult, onset: int, step: int) -> int:
@@ -233,4 +234,83 @@ def stops_table(results: Sequence[RunResult]) -> str:
             f"{k['divergence']['detected']}/{k['divergence']['positives']} | "
             f"{s['stops_on_other']} | {early} |"
         )
+    return "\n".join(lines)
+
+
+def targets_table(results: Sequence[RunResult], scores: dict[str, KindScore]) -> str:
+    """The issue's targets, met or not, on these runs."""
+    n_h, flagged = healthy_alarms(results)
+    worst_p = min((s.precision for s in scores.values() if s.precision is not None), default=None)
+    worst_r = min((s.recall for s in scores.values() if s.recall is not None), default=None)
+    # a kind with no positives or no detections has no precision: that counts as not met
+    low_p = [k for k, s in scores.items() if s.precision is None or s.precision < 0.9]
+    low_r = [k for k, s in scores.items() if s.recall is None or s.recall < 0.9]
+    of = _median(scores["overfitting"].delays_evals)
+    nonfinite = []  # steps from the first non-finite value to the divergence finding
+    for r in results:
+        if r.findings is None or "first_nonfinite_step" not in r.evidence.get("divergence", {}):
+            continue
+        onset = r.expected["divergence"]
+        hit, _ = _first_hit(r, "divergence", [s for k, s, _ in r.findings if k == "divergence"])
+        nonfinite.append(None if hit is None else hit - onset)
+    within = sum(d is not None and 0 <= d <= 1 for d in nonfinite)
+
+    def ok(flag: bool) -> str:
+        return "met" if flag else "**not met**"
+
+    rows = [
+        ("precision >= 0.9 for every kind", f"lowest {fmt(worst_p)}", ok(not low_p)),
+        ("recall >= 0.9 for every kind", f"lowest {fmt(worst_r)}", ok(not low_r)),
+        (
+            "<= 1 healthy run in 20 with a finding above info",
+            f"{len(flagged)}/{n_h}",
+            ok(len(flagged) * 20 <= max(n_h, 1)),
+        ),
+        (
+            "overfitting flagged at median <= 2 evaluations after onset",
+            fmt(of, 1),
+            ok(of is not None and of <= 2),
+        ),
+        (
+            "non-finite values flagged within 1 step",
+            f"{within}/{len(nonfinite)}",
+            ok(within == len(nonfinite)),
+        ),
+    ]
+    lines = ["| target | measured | |", "|---|---:|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    if low_p or low_r:
+        lines += [
+            "",
+            f"Below 0.9: precision — {', '.join(low_p) or 'none'}; recall — {', '.join(low_r) or 'none'}.",
+        ]
+    return "\n".join(lines)
+
+
+def _stop_step(stop: tuple[int, str] | None) -> str:
+    return "—" if stop is None else str(stop[0])
+
+
+def detail_table(results: Sequence[RunResult]) -> str:
+    """One line per run: labels, tunescope's findings, where each baseline stopped."""
+    lines = [
+        "| run | split | expected (kind@onset) | tunescope findings (kind@step severity) | hf-p1 | hf-p3 | lightning-p3 |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in sorted(results, key=lambda r: r.name):
+        exp = ", ".join(f"{k}@{s}" for k, s in r.expected.items()) or "healthy"
+        if r.findings is None:
+            found = "n/a"
+        else:
+            firsts: dict[tuple[str, str], int] = {}
+            for kind, step, sev in r.findings:
+                firsts.setdefault((kind, sev), step)
+            found = (
+                ", ".join(
+                    f"{k}@{s} {sev}" for (k, sev), s in sorted(firsts.items(), key=lambda x: x[1])
+                )
+                or "—"
+            )
+        stops = [_stop_step(r.stops.get(b)) for b in ("hf-p1", "hf-p3", "lightning-p3")]
+        lines.append(f"| {r.name} | {r.split} | {exp} | {found} | " + " | ".join(stops) + " |")
     return "\n".join(lines)
