@@ -221,6 +221,8 @@ def test_crash_marks_the_run_failed_and_resume_continues_it(
     # ...but the curve a reader draws has each step once.
     assert _effective(loss) == list(range(1, 21))
     assert info.summary["test/accuracy"] == outcome.test["test/accuracy"]
+    (note,) = reader.events(info.id, types=("note",))
+    assert (note.kind, note.step, note.message) == ("resume", 10, "resumed from checkpoint-10")
 
 
 def test_bad_input_leaves_no_run(

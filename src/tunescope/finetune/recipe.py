@@ -224,6 +224,9 @@ def train(
     p = prepare(cfg, out_dir=out_dir)
     display = ProgressDisplay(console, focus=f"eval/{cfg.best_metric}")
     run = _open_run(cfg, p, resume)
+    if resume_from is not None:
+        step = int(resume_from.name.rsplit("-", 1)[-1])
+        run.event("note", "resume", f"resumed from {resume_from.name}", step=step)
     try:
         out_dir = out_dir or run.dir / "checkpoints"
         started = time.time()
