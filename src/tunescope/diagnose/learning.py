@@ -128,24 +128,15 @@ class LearningDetector:
         if level < STUCK * ref or loss.level < STUCK * ref or not _eval_fails(st, ref):
             return None
         upd = st.update
-        if len(upd.long) >= RECENT:
-            ratio = upd.long.median()
-            if ratio >= UPDATE_HIGH:
-                return {
-                    "kind": Kind.LR_TOO_HIGH,
-                    "rule": "stuck, large updates",
-                    "update_ratio": ratio,
-                }
-            if ratio <= UPDATE_LOW:
-                return {
-                    "kind": Kind.LR_TOO_LOW,
-                    "rule": "stuck, tiny updates",
-                    "update_ratio": ratio,
-                }
-            return {"kind": Kind.UNDERFITTING, "rule": "stuck", "update_ratio": ratio}
+        ratio = upd.long.median() if len(upd.long) >= RECENT else None
+        if ratio is not None and ratio >= UPDATE_HIGH:
+            return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, large updates", "update_ratio": ratio}
         if loss.long.max() >= ERRATIC * ref:
-            return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, erratic loss"}
-        return {"kind": Kind.UNDERFITTING, "rule": "stuck"}
+            # steps so large they throw the loss far above chance: no data bug does that
+            return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, erratic loss", "update_ratio": ratio}
+        if ratio is not None and ratio <= UPDATE_LOW:
+            return {"kind": Kind.LR_TOO_LOW, "rule": "stuck, tiny updates", "update_ratio": ratio}
+        return {"kind": Kind.UNDERFITTING, "rule": "stuck", "update_ratio": ratio}
 
     def _over(self, st: State, ref: float) -> bool:
         """Whether the model learns again (hysteresis: below 0.8 x reference, not 0.9)."""
