@@ -33,9 +33,31 @@ def test_builtin_minilm_resolves_to_its_package_directory() -> None:
         ("someone/not-cached-model", "not in the local Hugging Face cache"),
     ],
 )
-def test_model_names_that_cannot_be_loaded(name: str, message: str) -> None:
+def test_model_names_that_cannot_be_loaded(
+    name: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ConfigError, match=message):
         models.resolve(name)
+
+
+def test_hub_id_in_the_local_cache_resolves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    repo = tmp_path / "models--someone--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert models.resolve("someone/tiny") == "someone/tiny"
+    with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
+        models.resolve("someone/other")
 
 
 def test_directory_without_config(tmp_path: Path) -> None:
