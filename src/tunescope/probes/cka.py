@@ -139,7 +139,9 @@ class Reference:
             l = _hsic_terms(_gram(features), self.debiased)  # noqa: E741
             k = self.k.to(l.device)
             denom = torch.sqrt(self.self_hsic.to(l.device) * _hsic(l, l, self.debiased))
-            return _hsic(k, l, self.debiased) / denom
+            # A constant representation shares nothing with anything: 0, not 0/0.
+            cka = _hsic(k, l, self.debiased) / denom.clamp_min(1e-300)
+            return torch.where(denom > 0, cka, torch.zeros_like(cka))
 
     def state_dict(self) -> dict[str, torch.Tensor | bool]:
         """The prepared reference (its Gram matrix), for checkpoints."""

@@ -136,8 +136,10 @@ class Probes:
     # -- measuring -----------------------------------------------------------------------------
     def due(self, step: int, *, last: bool = False) -> bool:
         """Whether `step` is a probe step (every `settings.every`, and the last one)."""
-        if self.last is None or step <= self.last:
+        if self.last is None:
             return False
+        if step <= self.last:  # rolled back to an earlier checkpoint: count from there
+            self.last = step - 1
         return step - self.last >= self.settings.every or last
 
     def measure(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -215,6 +217,20 @@ class Probes:
             self.kl.load_state_dict(state["kl"])
         if state["retain"] is not None and self.retain is not None:
             self.retain.load_state_dict(state["retain"])
+
+    def start(
+        self, model: torch.nn.Module, logger: Logger, step: int, reference: Path | None = None
+    ) -> None:
+        """`begin` for a new run, or continue a resumed one (step > 0) from its saved reference.
+
+        `reference` is where the reference is kept for a later resume (the run's folder).
+        """
+        if reference is not None and step > 0 and reference.exists():
+            self.load(reference, model)
+            return
+        self.begin(model, logger, step)
+        if reference is not None:
+            self.save(reference)
 
     def save(self, path: Path) -> None:
         """Write `state_dict()` to `path` (torch format)."""

@@ -1,0 +1,46 @@
+"""Tiny models and data for the probe tests that train through the real Trainer (nothing is
+downloaded): the fine-tuning tests' keyword-separable topics and word-level tokenizer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
+from tinydata import corpus, make_rows, make_tokenizer, write_csv
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT encoder with random weights (dropout on), saved as a directory."""
+    from transformers import BertConfig, BertModel, set_seed
+
+    path = tmp_path_factory.mktemp("probe-bert")
+    make_tokenizer(corpus(), path)
+    set_seed(0)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def topics_csv(tmp_path: Path) -> Path:
+    """60 labelled rows (3 topics x 20)."""
+    return write_csv(tmp_path / "topics.csv", make_rows())
+
+
+@pytest.fixture
+def old_task_csv(tmp_path: Path) -> Path:
+    """An earlier task on the same texts with its own label names (the model never predicts them)."""
+    rename = {"sport": "old-a", "money": "old-b", "film": "old-c"}
+    rows = [{"text": r["text"], "label": rename[r["label"]]} for r in make_rows(30, seed=5)]
+    return write_csv(tmp_path / "old.csv", rows)
