@@ -167,3 +167,23 @@ def test_timeline_drops_abandoned_points() -> None:
         (20, 4.0),
         (25, 5.0),
     ]
+
+
+def test_a_second_rollback_goes_further_back(store_dir: Path) -> None:
+    # The state at the first target led straight back into trouble: it may hold the cause.
+    run, net, opt, sched, act = _setup(store_dir)
+    for step in (10, 20, 30):
+        tiny.train_step(net, opt, sched, step)
+        act.snapshot(step)
+    first = [_item("rollback", before_step=35)]
+    act.resolve(first)
+    assert act.apply(first, 36).rollback_to == 30
+    again = [_item("rollback", before_step=33)]
+    act.resolve(again)
+    assert act.apply(again, 34).rollback_to == 20
+    # A healthy snapshot after the rollback is a fine target again.
+    act.snapshot(25)
+    later = [_item("rollback", before_step=40)]
+    act.resolve(later)
+    assert later[0]["params"]["to_step"] == 25
+    run.finish()

@@ -35,7 +35,7 @@ from ..names import canonical
 from ..policy import Response
 from .best import BestWeights, retain_score
 from .lrscale import learning_rates, scale_lr
-from .snapshots import DEFAULT_MEMORY_LIMIT, Snapshots
+from .snapshots import DEFAULT_MEMORY_LIMIT, SnapshotInfo, Snapshots
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -97,6 +97,7 @@ class Actuator:
         self.defer_restore = defer_restore
         self.deferred: dict[str, Any] | None = None  # a restore-best waiting for finish()
         self.records: list[dict[str, Any]] = []  # every intervention applied (event data)
+        self.last_rollback: int | None = None  # the step the last rollback returned to
         self.console = console
         self._reader: Reader | None = None
 
@@ -140,12 +141,22 @@ class Actuator:
         for item in pending:
             params = item.setdefault("params", {})
             if item["action"] == "rollback" and "to_step" not in params:
-                info = self.snapshots.before(int(params.get("before_step", step_max())))
+                info = self._rollback_target(int(params.get("before_step", step_max())))
                 params["to_step"] = info.step if info is not None else None
             elif item["action"] == "restore_best" and "candidate" not in params:
                 cand, why = self.best.choose(params, self._retain_lookup)
                 params["candidate"] = cand.key if cand is not None else None
                 params["why"] = why
+
+    def _rollback_target(self, before: int) -> SnapshotInfo | None:
+        """The last snapshot before `before` — or the one before it, when that is the very state
+        the last rollback returned to and it led straight back into trouble (it may hold the
+        cause, e.g. a learning rate already too high)."""
+        info = self.snapshots.before(before)
+        last = self.last_rollback
+        if info is not None and info.step == last:
+            info = self.snapshots.before(last) or info
+        return info
 
     def apply(self, pending: list[dict[str, Any]], step: int) -> Applied:
         """Carry out interventions (dicts from `Control.pending`) at `step`, in order."""
@@ -216,7 +227,7 @@ class Actuator:
         self.best.discard_after(info.step)
         self.applied = info.lr_scale
         self._set_scale(self.scale)  # the reductions decided since the snapshot still hold
-        out.rollback_to = info.step
+        out.rollback_to = self.last_rollback = info.step
         self._record(
             item,
             step,
