@@ -60,6 +60,8 @@ class Scenario:
         unknown -= set(KINDS)
         if unknown:
             raise ValueError(f"scenario {self.name}: unknown kinds {sorted(unknown)}")
+        if set(self.intended) & set(self.allowed):
+            raise ValueError(f"scenario {self.name}: a kind is both intended and allowed")
 
 
 @dataclass

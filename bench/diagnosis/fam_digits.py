@@ -303,6 +303,17 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[int], Setup]]] = {
         ),
         (
             Scenario(
+                "noisy-labels-healthy",
+                (),
+                describe="half of all training labels resampled, one hidden layer of 16, "
+                "weight decay 0.1, AdamW 3e-3, 600 steps: high loss, no overfitting",
+            ),
+            lambda seed: replace(
+                BASE, label_noise=0.5, hidden=16, depth=1, wd=0.1, lr=3e-3, steps=600
+            ),
+        ),
+        (
+            Scenario(
                 "noisy-overfit",
                 ("overfitting",),
                 describe="150 training digits, 40% of labels resampled, width 256, 800 steps",

@@ -130,6 +130,15 @@ def relabel(data: dict[str, Any]) -> dict[str, Any]:
         return cache[name]
 
     for name, entry in data["runs"].items():
+        # the scenario definitions are the source of truth for what a run is meant to show
+        sc = scenarios(entry["family"]).get(entry["scenario"])
+        if sc is None:
+            entry["expected"], entry["excluded"] = [], "scenario no longer defined"
+            continue
+        entry.update(intended=list(sc.intended), allowed=list(sc.allowed), describe=sc.describe)
+        entry["reference"] = (
+            run_name(entry["family"], sc.reference, entry["seed"]) if sc.reference else None
+        )
         ref = None
         if entry.get("reference"):
             if entry["reference"] not in data["runs"]:
