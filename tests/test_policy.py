@@ -145,3 +145,47 @@ def test_intervention_event_shape() -> None:
     assert (ev.type, ev.kind, ev.ref) == ("intervention", "scale_lr", "lr_too_high@100")
     assert ev.data["before"] == {"lr": 1e-3} and ev.data["finding_kind"] == "lr_too_high"
     assert Mode("act") is Mode.ACT
+
+
+def test_a_collapse_is_rolled_back_before_the_lr_is_cut() -> None:
+    # The detector recommends going back to the loss's best point with a 0.3 cut.
+    collapse = Finding(
+        Kind.LR_TOO_HIGH,
+        60,
+        Severity.CRITICAL,
+        "train/loss fell then came back to chance",
+        {"rule": "collapse", "level": 1.6, "reference": 1.61, "best_step": 12},
+        Recommendation("Roll back", {"action": "rollback", "step": 12, "lr_factor": 0.3}),
+    )
+    assert actions(Policy(PolicyConfig(mode="act")), collapse) == [
+        ("rollback", {"before_step": 13}),
+        ("scale_lr", {"factor": 0.3}),
+    ]
+
+
+def test_a_run_stuck_at_chance_with_a_high_lr_goes_back_to_its_best_point() -> None:
+    stuck = Finding(
+        Kind.LR_TOO_HIGH,
+        30,
+        Severity.WARNING,
+        "stuck at chance, erratic loss",
+        {"rule": "stuck, erratic loss", "level": 1.62, "reference": 1.609, "best_step": 4},
+        Recommendation("Lower the LR 10x", {"action": "scale_lr", "factor": 0.1}),
+    )
+    p = Policy(PolicyConfig(mode="act", max_rollbacks=1))
+    assert actions(p, stuck) == [("rollback", {"before_step": 5}), ("scale_lr", {"factor": 0.1})]
+    # Out of rollbacks: the cut alone.
+    again = stuck.replace(id="again", step=80)
+    assert actions(p, again) == [("scale_lr", {"factor": 0.1})]
+
+
+def test_an_oscillating_lr_is_only_cut_by_the_policy_factor() -> None:
+    wobbly = Finding(
+        Kind.LR_TOO_HIGH,
+        30,
+        Severity.WARNING,
+        "oscillates",
+        {"rule": "unstable", "level": 0.4, "reference": 1.609, "best_step": 20},
+        Recommendation("Lower the LR", {"action": "scale_lr", "factor": 0.7}),
+    )
+    assert actions(Policy(PolicyConfig(mode="act")), wobbly) == [("scale_lr", {"factor": 0.5})]

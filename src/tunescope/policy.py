@@ -29,6 +29,8 @@ from .control import Control
 from .diagnose.findings import Finding, Kind, Severity
 from .store import EventRecord
 
+NO_LEARNING = 0.9  # a training loss at >= this x its no-learning level has learnt nothing
+
 
 class Mode(StrEnum):
     """What tunescope does with findings."""
@@ -213,9 +215,22 @@ class Policy:
                     before_step=finding.step,
                 )
             ]
-            return out + self._scale(make, kind, stop_when_used_up=True)
+            return out + self._scale(make, kind, stop_when_used_up=True, f=finding)
         if response in (Response.SCALE_LR, Response.SCALE_LR_THEN_STOP):
-            return self._scale(make, kind, stop_when_used_up=True)
+            back = rollback_point(finding)
+            if back is not None and st.rollbacks < cfg.max_rollbacks:
+                # The weights are already broken (a collapse): a lower rate alone would go
+                # on from them; return to a state from before the damage first.
+                st.rollbacks += 1
+                rollback = make(
+                    "rollback",
+                    f"{kind} at step {finding.step}: the model is back at the no-learning "
+                    f"level; rolling back to the last snapshot at or before step {back - 1} "
+                    f"(rollback {st.rollbacks}/{cfg.max_rollbacks})",
+                    before_step=back,
+                )
+                return [rollback, *self._scale(make, kind, stop_when_used_up=True, f=finding)]
+            return self._scale(make, kind, stop_when_used_up=True, f=finding)
         if response is Response.RESTORE_BEST:
             return self._stop(
                 make,
@@ -230,7 +245,9 @@ class Policy:
             tolerance=cfg.forgetting_tolerance,
         )
 
-    def _scale(self, make: Any, kind: Kind, *, stop_when_used_up: bool) -> list[Intervention]:
+    def _scale(
+        self, make: Any, kind: Kind, *, stop_when_used_up: bool, f: Finding | None = None
+    ) -> list[Intervention]:
         cfg, st = self.config, self.state
         if st.lr_reductions >= cfg.max_lr_reductions:
             if stop_when_used_up:
@@ -241,18 +258,56 @@ class Policy:
                 )
             return []
         st.lr_reductions += 1
+        factor = recommended_factor(f, cfg.lr_factor) if f is not None else cfg.lr_factor
         return [
             make(
                 "scale_lr",
-                f"{kind}: scaling the learning rate by {cfg.lr_factor} "
+                f"{kind}: scaling the learning rate by {factor:g} "
                 f"(reduction {st.lr_reductions}/{cfg.max_lr_reductions})",
-                factor=cfg.lr_factor,
+                factor=factor,
             )
         ]
 
     def _stop(self, make: Any, reason: str, **params: Any) -> list[Intervention]:
         self.state.stopped = True
         return [make("restore_best", reason, **params), make("stop", reason)]
+
+
+def rollback_point(finding: Finding) -> int | None:
+    """For a finding answered by an LR cut: the step a rollback must go back before, when the
+    weights themselves are broken, else None.
+
+    Two signs: the detector recommends a rollback (`{"action": "rollback", "step": S}`: go back
+    to S or earlier), or an `lr_too_high` finding whose evidence puts the training loss at the
+    no-learning level (`level` >= 0.9 x `reference`: the model collapsed, go back to its best
+    point `best_step` or earlier).
+    """
+    rec = finding.recommendation.intervention or {}
+    step = rec.get("step")
+    if rec.get("action") == "rollback" and isinstance(step, int):
+        return step + 1
+    ev = finding.evidence
+    level, ref, best = ev.get("level"), ev.get("reference"), ev.get("best_step")
+    if (
+        finding.kind is Kind.LR_TOO_HIGH
+        and isinstance(level, int | float)
+        and isinstance(ref, int | float)
+        and ref > 0
+        and level >= NO_LEARNING * ref
+    ):
+        return (int(best) if isinstance(best, int | float) else finding.step - 1) + 1
+    return None
+
+
+def recommended_factor(finding: Finding, default: float) -> float:
+    """The LR factor to apply: the policy's, or the finding's own when it asks for a larger cut
+    (a finding that measured the rate 10x too high recommends 0.1)."""
+    rec = finding.recommendation.intervention or {}
+    for key in ("lr_factor", "factor"):
+        value = rec.get(key)
+        if isinstance(value, int | float) and 0 < value < default:
+            return float(value)
+    return default
 
 
 def apply(interventions: Iterable[Intervention], control: Control) -> None:
