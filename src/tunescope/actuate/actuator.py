@@ -34,8 +34,9 @@ from ..diagnose.findings import Kind
 from ..names import canonical
 from ..policy import Response
 from .best import BestWeights, retain_score
+from .config import DEFAULT_MEMORY_LIMIT
 from .lrscale import learning_rates, scale_lr
-from .snapshots import DEFAULT_MEMORY_LIMIT, SnapshotInfo, Snapshots
+from .snapshots import SnapshotInfo, Snapshots
 
 if TYPE_CHECKING:
     from ..run import Run

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from ..names import higher_is_better
-from .snapshots import DEFAULT_MEMORY_LIMIT, finite, load_model_state, model_state, nbytes
+from .config import DEFAULT_MEMORY_LIMIT
+from .snapshots import finite, load_model_state, model_state, nbytes
 
 # steps -> {step: retain score}: higher is better (see `retain_score`).
 RetainLookup = Callable[[list[int]], dict[int, float]]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..names import canonical
 from ..policy import Mode
 from .actuator import Actuator
-from .snapshots import DEFAULT_MEMORY_LIMIT
+from .config import DEFAULT_MEMORY_LIMIT
 
 if TYPE_CHECKING:
     import torch

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-DEFAULT_MEMORY_LIMIT = 256 * 2**20  # bytes; a full MiniLM with AdamW state (~270 MB) goes to disk
+from .config import DEFAULT_MEMORY_LIMIT
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..names import canonical
 from .actuator import Actuator
-from .snapshots import DEFAULT_MEMORY_LIMIT
+from .config import ActSettings
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -62,15 +62,14 @@ class TrainerActuation:
         model: Any,
         optimizer: Any,
         lr_scheduler: Any,
+        settings: ActSettings | None = None,
         *,
-        snapshot_every: int | None = None,
-        keep: int = 3,
-        memory_limit: int = DEFAULT_MEMORY_LIMIT,
         console: Any = None,
     ) -> None:
         if model is None or optimizer is None:
             raise RuntimeError("tunescope act mode needs the model and optimizer Trainer hands in")
-        self.every = snapshot_every or default_every(state)
+        settings = settings or ActSettings()
+        self.every = settings.snapshot_every or default_every(state)
         self.offset = 0
         self.actuator = Actuator(
             run,
@@ -78,8 +77,8 @@ class TrainerActuation:
             optimizer,
             lr_scheduler,
             best_metric=best_metric(args),
-            keep=keep,
-            memory_limit=memory_limit,
+            keep=settings.keep,
+            memory_limit=settings.memory_limit,
             defer_restore=True,
             console=console,
         )
