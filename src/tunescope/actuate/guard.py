@@ -43,6 +43,8 @@ class Guard:
     `snapshot_every`: steps between snapshots (each evaluation logged with `log()` also takes
     one). `check_every`: steps between reading the monitor's decisions (each costs a flush of
     the store). `best_metric`: the evaluation metric whose best weights `stop` restores.
+    `watch`: also record lr, gradient norm and update/weight ratio (`run.watch`) every
+    `check_every` steps.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Guard:
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
         directory: str | Path | None = None,
         console: Any = "stderr",
+        watch: bool = True,
     ) -> None:
         if snapshot_every < 1 or check_every < 1:
             raise ValueError(
@@ -70,6 +73,8 @@ class Guard:
         self.snapshot_every = snapshot_every
         self.check_every = check_every
         self.actuator: Actuator | None = None
+        if watch:  # lr, gradient norm, update/weight ratio: what the monitor judges the LR by
+            run.watch(model, optimizer, every=check_every)
         if run.mode is Mode.ACT:
             if console == "stderr":
                 from rich.console import Console
