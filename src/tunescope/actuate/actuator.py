@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from rich.markup import escape
 
 from ..diagnose.findings import Kind
 from ..names import canonical
@@ -290,13 +291,12 @@ class Actuator:
             ref=item.get("finding"),
         )
         if self.console is not None and self.run.writes:
+            # One call with escaped text: any object with print(markup) works (a rich Console,
+            # the progress display of `tunescope train`).
             style = _STYLE.get(action, "bold yellow")
             self.console.print(
-                f"[{style}]tunescope act[/] [bold]{action}[/] at step {step}: ",
-                end="",
-                highlight=False,
+                f"[{style}]tunescope act[/] [bold]{action}[/] at step {step}: {escape(message)}"
             )
-            self.console.print(message, markup=False, highlight=False)
 
     # -- retain metrics (rank 0 reads them back from the store) --------------------------------
     def _retain_lookup(self, steps: list[int]) -> dict[int, float]:
