@@ -223,7 +223,7 @@ def train(
             )
     p = prepare(cfg, out_dir=out_dir)
     display = ProgressDisplay(console, focus=f"eval/{cfg.best_metric}")
-    run = _open_run(cfg, p, resume)
+    run = _open_run(cfg, p, resume, display)
     if resume_from is not None:
         step = int(resume_from.name.rsplit("-", 1)[-1])
         run.event("note", "resume", f"resumed from {resume_from.name}", step=step)
@@ -247,16 +247,18 @@ def train(
     return outcome
 
 
-def _open_run(cfg: Config, p: Prepared, resume: str | None) -> Run:
-    import tunescope
-
-    # The monitor mode travels in the config (monitor.mode); the online monitor reads it there.
-    return tunescope.init(
+def _open_run(cfg: Config, p: Prepared, resume: str | None, display: ProgressDisplay) -> Run:
+    # The online monitor runs in every mode; findings (and, in act mode, interventions) print
+    # above the progress bar instead of through the default terminal listener.
+    listener = None if cfg.monitor.mode == "observe" else display.show_events
+    return Run(
         cfg.project,
         name=cfg.monitor.name,
         config=stored_config(cfg, derived(p)),
         store=cfg.monitor.store,
         resume=resume,
+        mode=cfg.monitor.mode,
+        listener=listener,
     )
 
 
