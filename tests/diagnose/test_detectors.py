@@ -311,3 +311,20 @@ def test_without_num_classes_chance_is_inferred_only_when_clear() -> None:
     # a language model's initial loss says nothing about classes
     lm = run(spec, Context(task="causal_lm"))
     assert all(f.evidence.get("reference_source") != "inferred" for f in lm)
+
+
+def test_underfitting_is_refined_when_sparse_update_ratios_arrive() -> None:
+    """Stuck at step 100 with no update ratio yet: underfitting; the first ratio (2e-6, logged
+    at step 150) says the LR is the cause, and the finding becomes lr_too_low."""
+    spec = Spec(
+        loss=lambda s: LN10,
+        noise=0.02,
+        update=None,
+        eval_loss=lambda s: LN10,
+        eval_acc=lambda s: 0.1,
+        extra={s: {"train/update_ratio": 2e-6} for s in (150, 250, 350)},
+    )
+    findings = run(spec)
+    under, low = first(findings, Kind.UNDERFITTING), first(findings, Kind.LR_TOO_LOW)
+    assert under.step <= 110 and not under.active
+    assert 150 <= low.step <= 160 and low.active

@@ -61,6 +61,9 @@ class LearningDetector:
             if self._over(st, ref):
                 kind, self.kind = self.kind, None
                 return [resolved(kind, "train/loss")]
+            refined = self._refine(step, st, ref)
+            if refined is not None:
+                return refined
             return [self._signal(step, st, ref, self.first)]
         if st.active & {Kind.DIVERGENCE, Kind.VANISHING_GRADIENTS}:
             return []  # the cause is already named
@@ -128,7 +131,7 @@ class LearningDetector:
         if level < STUCK * ref or loss.level < STUCK * ref or not _eval_fails(st, ref):
             return None
         upd = st.update
-        ratio = upd.long.median() if len(upd.long) >= RECENT else None
+        ratio = upd.long.median() if len(upd.long) else None
         if ratio is not None and ratio >= UPDATE_HIGH:
             return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, large updates", "update_ratio": ratio}
         if loss.long.max() >= ERRATIC * ref:
@@ -137,6 +140,18 @@ class LearningDetector:
         if ratio is not None and ratio <= UPDATE_LOW:
             return {"kind": Kind.LR_TOO_LOW, "rule": "stuck, tiny updates", "update_ratio": ratio}
         return {"kind": Kind.UNDERFITTING, "rule": "stuck", "update_ratio": ratio}
+
+    def _refine(self, step: int, st: State, ref: float) -> list[Signal] | None:
+        """An underfitting verdict made before any update ratio was logged becomes the LR
+        finding it points to once the ratios arrive (sparse measurements)."""
+        if self.kind is not Kind.UNDERFITTING or self.first.get("update_ratio") is not None:
+            return None
+        verdict = self._stuck(step, st, ref)
+        if verdict is None or verdict["kind"] is Kind.UNDERFITTING:
+            return None
+        self.kind = verdict["kind"]
+        self.first = {**self._snapshot(st, ref), **verdict, "step": step}
+        return [resolved(Kind.UNDERFITTING, "train/loss"), self._signal(step, st, ref, self.first)]
 
     def _over(self, st: State, ref: float) -> bool:
         """Whether the model learns again (hysteresis: below 0.8 x reference, not 0.9)."""
