@@ -44,3 +44,32 @@ def old_task_csv(tmp_path: Path) -> Path:
     rename = {"sport": "old-a", "money": "old-b", "film": "old-c"}
     rows = [{"text": r["text"], "label": rename[r["label"]]} for r in make_rows(30, seed=5)]
     return write_csv(tmp_path / "old.csv", rows)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide GPT-2 with random weights, saved as a directory."""
+    from transformers import GPT2Config, GPT2LMHeadModel, set_seed
+
+    path = tmp_path_factory.mktemp("probe-gpt2")
+    make_tokenizer(corpus(), path)
+    set_seed(0)
+    config = GPT2Config(
+        vocab_size=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=3,
+        eos_token_id=3,
+    )
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def lm_file(tmp_path: Path) -> Path:
+    """Plain text, one short document per line."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(r["text"] for r in make_rows(20, seed=2)) + "\n")
+    return path

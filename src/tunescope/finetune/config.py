@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from ..errors import TunescopeError
+from ..probes.config import ProbesConfig, RetainList
 
 SECTIONS = ("model", "data", "train", "monitor")
 LAYER_SPEC = re.compile(r"^layers:(\d+)(?:-(\d+))?$")
@@ -223,6 +224,16 @@ class MonitorConfig(_Section):
         "training file's name).",
     )
     name: str | None = Field(None, description="Run name; null: <project>-<n>.")
+    probes: ProbesConfig = Field(
+        default_factory=lambda: ProbesConfig.model_validate({}),
+        description="Drift probes against the starting model and per-layer dynamics "
+        "(docs/probes.md).",
+    )
+    retain: RetainList = Field(
+        default_factory=list,
+        description="Retain sets: data the model must keep knowing, scored at every evaluation "
+        "(docs/probes.md).",
+    )
 
 
 class Config(_Section):

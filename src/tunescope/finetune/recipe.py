@@ -20,6 +20,8 @@ from rich.console import Console
 
 from .. import names
 from ..integrations.transformers import TrainerCallback, map_logs
+from ..probes.build import build as build_probes
+from ..probes.manager import Probes
 from ..run import Run
 from ..store import Store
 from . import checkpoints, data, models
@@ -41,6 +43,7 @@ class Prepared:
     params: models.ParamCount
     steps_per_epoch: int
     max_steps: int
+    probes: Probes | None = None  # drift/forgetting probes and retain sets (monitor.probes/retain)
 
 
 def steps_per_epoch(examples: int, cfg: Config) -> int:
@@ -67,9 +70,11 @@ def prepare(cfg: Config, *, out_dir: Path | None = None) -> Prepared:
     )
     per_epoch = steps_per_epoch(len(splits.train), cfg)
     max_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * per_epoch)
-    return Prepared(
+    p = Prepared(
         cfg, source, tokenizer, raw, splits, model, models.count_params(model), per_epoch, max_steps
     )
+    p.probes = build_probes(cfg, p)  # reads the retain sets: fails here on bad ones
+    return p
 
 
 def device_precision(precision: str) -> dict[str, bool]:
@@ -230,7 +235,11 @@ def train(
     try:
         out_dir = out_dir or run.dir / "checkpoints"
         started = time.time()
-        callback = TrainerCallback(run=run)
+        callback = TrainerCallback(
+            run=run,
+            probes=p.probes,
+            dynamics=cfg.monitor.probes.enabled and cfg.monitor.probes.dynamics,
+        )
         trainer = build_trainer(p, out_dir, [callback, display])
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         outcome = _finish(p, run, trainer, out_dir, time.time() - started, store)

@@ -23,13 +23,16 @@ import numbers
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import transformers
 
 from ..finetune.metrics import perplexity
 from ..names import canonical
 from ..run import Run
+
+if TYPE_CHECKING:
+    from ..probes.manager import Probes
 
 # Trainer's speed figures (eval_runtime, eval_samples_per_second, ...) describe the machine,
 # not the model: they go to `sys/`, so `eval/*` holds only quality metrics.
@@ -153,6 +156,8 @@ class TrainerCallback(transformers.TrainerCallback):
         config: Mapping[str, Any] | None = None,
         resume: str | None = None,
         watch: bool = True,
+        dynamics: bool = True,
+        probes: Probes | None = None,
     ) -> None:
         self.project = project
         self.name = name
@@ -161,6 +166,9 @@ class TrainerCallback(transformers.TrainerCallback):
         self.config = dict(config) if config is not None else None
         self.resume = resume
         self.watch = watch
+        self.dynamics = dynamics  # per-layer-group gradient norms, update ratios, clipping
+        self.probes = probes  # drift/forgetting probes (tunescope.probes.manager.Probes)
+        self._training = False  # retain sets are scored at evaluations during training only
         self._owns = run is None
         self._causal_lm = False
         self._lrs: list[Any] = []
@@ -213,9 +221,18 @@ class TrainerCallback(transformers.TrainerCallback):
         optimizer = kwargs.get("optimizer")
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         if self.watch and model is not None and hasattr(inner, "register_step_pre_hook"):
-            self._watcher = self.run.watch(model, inner, every=max(int(state.logging_steps), 1))
-            if hasattr(self._watcher, "steps"):  # measure on the steps Trainer logs
-                self._watcher.steps = state.global_step
+            from ..probes.dynamics import Watcher
+
+            every = max(int(state.logging_steps), 1)
+            scaler = getattr(optimizer, "scaler", None)  # fp16: accelerate's GradScaler
+            self._watcher = Watcher(
+                self.run, model, inner, every=every, groups=self.dynamics, scaler=scaler
+            )
+            self._watcher.steps = state.global_step  # measure on the steps Trainer logs
+        if self.probes is not None and model is not None and self.run.writes:
+            reference = self.run.dir / "probes" / "reference.pt"
+            self.probes.start(model, self.run, state.global_step, reference)
+        self._training = True
         self._train_time, self._steps = 0.0, 0
         self._clock = time.perf_counter()
 
@@ -230,12 +247,29 @@ class TrainerCallback(transformers.TrainerCallback):
         self._train_time += now - self._clock
         self._clock = now
         self._steps += 1
+        target = self._probe_target(kwargs)
+        if target is not None:
+            probes, model, run = target
+            last = state.global_step >= state.max_steps
+            if probes.step_end(model, run, state.global_step, last=last):
+                self._pause()  # probing is not training time
+
+    def _probe_target(self, kwargs: Mapping[str, Any]) -> tuple[Probes, Any, Run] | None:
+        """(probes, model, run) when probes are on and this process records the run."""
+        model, run = kwargs.get("model"), self._live()
+        if self.probes is None or model is None or run is None or not run.writes:
+            return None
+        return self.probes, model, run
 
     def _pause(self) -> None:
         # Evaluation and checkpointing are not training: restart the clock after them.
         self._clock = time.perf_counter()
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        target = self._probe_target(kwargs)
+        if target is not None and self._training:
+            probes, model, run = target
+            probes.evaluate(model, run, state.global_step)
         self._pause()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -286,6 +320,7 @@ class TrainerCallback(transformers.TrainerCallback):
         return control
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._training = False
         if self._watcher is not None:
             self._watcher.remove()
             self._watcher = None

@@ -21,13 +21,15 @@ from ..finetune.config import ConfigError, DataConfig
 from .config import RetainConfig
 from .manager import Probes, Settings
 from .representations import ProbeBatch
-from .retain import Evaluator, RetainSet
+from .retain import CAUSAL_LM_METRICS, CLASSIFICATION_METRICS, Evaluator, RetainSet
 
 if TYPE_CHECKING:
     from ..finetune.config import Config
     from ..finetune.recipe import Prepared
 
-PROBES_PER_RUN = 4  # probes when monitor.probes.every is null (plus the baseline)
+# Probes when monitor.probes.every is null (plus the baseline). One probe is a forward pass over
+# the probe batch, ~1.2 demo training steps on a CPU: two keep the demo's overhead under 3%.
+PROBES_PER_RUN = 2
 
 
 def probe_every(cfg: Config, max_steps: int) -> int:
@@ -46,6 +48,13 @@ def retain_set(
     """Read, check, split and tokenize one `monitor.retain` entry."""
     task = cfg.model.task
     classify = task == "classification"
+    metric = rc.metric_for(task)
+    valid = CLASSIFICATION_METRICS if classify else CAUSAL_LM_METRICS
+    if metric not in valid:
+        raise ConfigError(
+            f"monitor.retain {rc.name!r}: metric {metric!r} is not measured for {task}; "
+            f"choose one of {', '.join(valid)}"
+        )
     dc = DataConfig.model_validate(
         {
             "name": rc.dataset,
@@ -66,7 +75,6 @@ def retain_set(
         tokenized = data.tokenize(raw, tokenizer, dc, task)
     except ConfigError as exc:
         raise ConfigError(f"monitor.retain {rc.name!r}: {exc}") from None
-    metric = rc.metric_for(task)
     if not classify:
         return RetainSet(rc.name, _rows(tokenized.train), metric=metric, task="causal-lm")
     names = raw.class_names or []

@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -37,13 +44,13 @@ class ProbesConfig(_Section):
     every: int | None = Field(
         None,
         gt=0,
-        description="Optimizer steps between probes (and always the last step); null: "
-        "4 probes per run.",
+        description="Optimizer steps between probes (and always the last step); null: twice "
+        "per run (the middle and the last step), which keeps the demo's cost under 3%.",
     )
     batch_size: int = Field(
         256, ge=4, description="Texts in the fixed probe batch (from training and retain data)."
     )
-    max_length: int = Field(64, gt=0, description="Tokens per probe text (longer ones are cut).")
+    max_length: int = Field(32, gt=0, description="Tokens per probe text (longer ones are cut).")
     cka: bool = Field(True, description="probe/cka/layer_N and probe/cka: CKA to the start.")
     kl: bool = Field(True, description="probe/kl: next-token KL to the start (causal-lm only).")
     param_drift: bool = Field(True, description="probe/param_drift[/<group>]: ‖θ−θ₀‖/‖θ₀‖.")
@@ -108,3 +115,14 @@ class RetainConfig(_Section):
     def metric_for(self, task: str) -> str:
         """The metric to log: `metric`, else accuracy (classification) or perplexity."""
         return self.metric or ("perplexity" if task == "causal-lm" else "accuracy")
+
+
+def _unique(sets: list[RetainConfig]) -> list[RetainConfig]:
+    names = [s.name for s in sets]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"retain set names must be unique; {', '.join(twice)} used twice")
+    return sets
+
+
+RetainList = Annotated[list[RetainConfig], AfterValidator(_unique)]

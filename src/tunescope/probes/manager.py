@@ -62,6 +62,25 @@ class Settings:
             raise ValueError(f"probes every must be >= 1 step, got {self.every}")
 
 
+def _log(logger: Logger, values: Mapping[str, Any], step: int) -> None:
+    """Log at `step` without taking the values watchers staged for the run's next `log()`.
+
+    `Run.log` attaches staged values (lr, gradient norms of the step just taken) to whatever
+    it logs next; a probe logged between the optimizer step and Trainer's own log of that step
+    would take them, and Trainer's log would then record the learning rate a second time.
+    """
+    pending = getattr(logger, "_pending", None)
+    if not isinstance(pending, dict) or not pending:
+        logger.log(values, step=step)
+        return
+    kept = dict(pending)
+    pending.clear()
+    try:
+        logger.log(values, step=step)
+    finally:
+        pending.update(kept)
+
+
 def summary_cka(values: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
     """`probe/cka`: mean of `probe/cka/layer_i`, layer i weighted L - i (lower layers count more).
 
@@ -130,7 +149,7 @@ class Probes:
             if self.retain is not None:
                 values |= self.retain.begin(model)
         values[SECONDS] = time.perf_counter() - started
-        logger.log(values, step=step)
+        _log(logger, values, step)
         self.last = step
 
     # -- measuring -----------------------------------------------------------------------------
@@ -178,7 +197,7 @@ class Probes:
         with untouched(model):
             values: dict[str, Any] = dict(self.measure(model))
         values[SECONDS] = time.perf_counter() - started
-        logger.log(values, step=step)
+        _log(logger, values, step)
         self.last = step
         return True
 
@@ -188,7 +207,7 @@ class Probes:
             return
         with untouched(model):
             values = self.retain.evaluate(model)
-        logger.log(values, step=step)
+        _log(logger, values, step)
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
