@@ -71,6 +71,7 @@ class TrainerActuation:
         settings = settings or ActSettings()
         self.every = settings.snapshot_every or default_every(state)
         self.offset = 0
+        self.done = False  # training ended: later logs (trainer.evaluate()) change nothing
         self.actuator = Actuator(
             run,
             model,
@@ -90,11 +91,16 @@ class TrainerActuation:
 
     def on_step_end(self, state: Any) -> None:
         """Snapshot on schedule."""
-        if state.global_step % self.every == 0:
+        if not self.done and state.global_step % self.every == 0:
             self.actuator.snapshot(self.step(state))
 
     def on_log(self, state: Any, control: Any, metrics: dict[str, float]) -> None:
         """After a log: offer evaluated weights, then apply the decisions taken so far."""
+        run = self.actuator.run
+        if self.done:
+            run.flush()
+            run.control.synchronize()
+            return
         step = self.step(state)
         if any(k.startswith("eval/") for k in metrics):
             self.actuator.evaluated(step, metrics)
@@ -106,4 +112,5 @@ class TrainerActuation:
 
     def on_train_end(self) -> None:
         """The deferred restore-best, then drop the snapshots."""
+        self.done = True
         self.actuator.finish()

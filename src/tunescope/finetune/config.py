@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..actuate.config import PolicySection
 from ..errors import TunescopeError
 from ..probes.config import ProbesConfig, RetainList
 
@@ -224,6 +225,11 @@ class MonitorConfig(_Section):
         "training file's name).",
     )
     name: str | None = Field(None, description="Run name; null: <project>-<n>.")
+    policy: PolicySection = Field(
+        default_factory=lambda: PolicySection.model_validate({}),
+        description="What mode act may do: LR factor, limits, per-kind responses, snapshots "
+        "(docs/interventions.md).",
+    )
     probes: ProbesConfig = Field(
         default_factory=lambda: ProbesConfig.model_validate({}),
         description="Drift probes against the starting model and per-layer dynamics "

@@ -237,6 +237,8 @@ def train(
         started = time.time()
         callback = TrainerCallback(
             run=run,
+            act=cfg.monitor.policy.act(),
+            console=None,
             probes=p.probes,
             dynamics=cfg.monitor.probes.enabled and cfg.monitor.probes.dynamics,
         )
@@ -267,6 +269,7 @@ def _open_run(cfg: Config, p: Prepared, resume: str | None, display: ProgressDis
         store=cfg.monitor.store,
         resume=resume,
         mode=cfg.monitor.mode,
+        policy=cfg.monitor.policy.policy(cfg.monitor.mode),
         listener=listener,
     )
 

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import transformers
 
+from ..actuate.config import ActSettings
 from ..finetune.metrics import perplexity
 from ..names import canonical
+from ..policy import Mode, PolicyConfig
 from ..run import Run
 
 if TYPE_CHECKING:
@@ -156,6 +158,10 @@ class TrainerCallback(transformers.TrainerCallback):
         config: Mapping[str, Any] | None = None,
         resume: str | None = None,
         watch: bool = True,
+        mode: str | None = "advise",
+        policy: PolicyConfig | None = None,
+        act: ActSettings | None = None,
+        console: Any = "stderr",
         dynamics: bool = True,
         probes: Probes | None = None,
     ) -> None:
@@ -166,6 +172,10 @@ class TrainerCallback(transformers.TrainerCallback):
         self.config = dict(config) if config is not None else None
         self.resume = resume
         self.watch = watch
+        # Mode and policy of a run the callback starts; `act` (snapshots) applies in mode act,
+        # whose interventions print on `console` ("stderr", None: not at all).
+        self.mode, self.policy, self.act, self.console = mode, policy, act, console
+        self._act: Any = None  # the act-mode state of the current train() (actuate/trainer.py)
         self.dynamics = dynamics  # per-layer-group gradient norms, update ratios, clipping
         self.probes = probes  # drift/forgetting probes (tunescope.probes.manager.Probes)
         self._training = False  # retain sets are scored at evaluations during training only
@@ -190,6 +200,8 @@ class TrainerCallback(transformers.TrainerCallback):
             config=config,
             store=self.store,
             resume=self.resume,
+            mode=self.mode,
+            policy=self.policy,
         )
 
     def _live(self) -> Run | None:
@@ -233,8 +245,28 @@ class TrainerCallback(transformers.TrainerCallback):
             reference = self.run.dir / "probes" / "reference.pt"
             self.probes.start(model, self.run, state.global_step, reference)
         self._training = True
+        self._act = None
+        if self.run.mode is Mode.ACT:
+            self._act = self._actuation(args, state, model, optimizer, kwargs.get("lr_scheduler"))
         self._train_time, self._steps = 0.0, 0
         self._clock = time.perf_counter()
+
+    def _actuation(self, args: Any, state: Any, model: Any, optimizer: Any, scheduler: Any) -> Any:
+        from ..actuate.trainer import TrainerActuation
+
+        console = self.console
+        if console == "stderr":
+            from rich.console import Console
+
+            console = Console(stderr=True)
+        assert self.run is not None
+        return TrainerActuation(
+            self.run, args, state, model, optimizer, scheduler, self.act, console=console
+        )
+
+    def step(self, state: Any) -> int:
+        """The step to log at: Trainer's `global_step`, less the steps rollbacks abandoned."""
+        return int(state.global_step) - (self._act.offset if self._act is not None else 0)
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         optimizer = kwargs.get("optimizer")
@@ -247,11 +279,13 @@ class TrainerCallback(transformers.TrainerCallback):
         self._train_time += now - self._clock
         self._clock = now
         self._steps += 1
+        if self._act is not None:
+            self._act.on_step_end(state)  # snapshots on schedule
         target = self._probe_target(kwargs)
         if target is not None:
             probes, model, run = target
             last = state.global_step >= state.max_steps
-            if probes.step_end(model, run, state.global_step, last=last):
+            if probes.step_end(model, run, self.step(state), last=last):
                 self._pause()  # probing is not training time
 
     def _probe_target(self, kwargs: Mapping[str, Any]) -> tuple[Probes, Any, Run] | None:
@@ -269,7 +303,7 @@ class TrainerCallback(transformers.TrainerCallback):
         target = self._probe_target(kwargs)
         if target is not None and self._training:
             probes, model, run = target
-            probes.evaluate(model, run, state.global_step)
+            probes.evaluate(model, run, self.step(state))
         self._pause()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -290,10 +324,10 @@ class TrainerCallback(transformers.TrainerCallback):
         else:
             self._pause()
         if metrics:
-            run.log(metrics, step=state.global_step)
+            run.log(metrics, step=self.step(state))
         if summary:
             run.summarize(summary)
-        return self._obey(run, args, control)
+        return self._obey(run, args, control, state, metrics)
 
     def _training_extras(self) -> dict[str, float]:
         now = time.perf_counter()
@@ -308,10 +342,15 @@ class TrainerCallback(transformers.TrainerCallback):
             extras[f"train/lr/group_{i}"] = float(lr)
         return extras
 
-    def _obey(self, run: Run, args: Any, control: Any) -> Any:
+    def _obey(
+        self, run: Run, args: Any, control: Any, state: Any, metrics: dict[str, float]
+    ) -> Any:
         """Make the monitor's decisions (so far) reach the Trainer."""
-        run.flush()
-        run.control.synchronize()
+        if self._act is not None:  # mode act: flush, synchronize, apply the interventions
+            self._act.on_log(state, control, metrics)
+        else:
+            run.flush()
+            run.control.synchronize()
         if run.control.should_stop and not control.should_training_stop:
             control.should_training_stop = True
             # Keep the state training stopped in, when this Trainer keeps checkpoints at all.
@@ -320,6 +359,8 @@ class TrainerCallback(transformers.TrainerCallback):
         return control
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._act is not None:
+            self._act.on_train_end()  # a restore-best waits for this moment
         self._training = False
         if self._watcher is not None:
             self._watcher.remove()
