@@ -81,3 +81,96 @@ def test_every_rank_applies_the_same_rollback_at_the_same_step(tmp_path: Path) -
     assert [e.kind for e in events][:2] == ["rollback", "scale_lr"]  # written once, by rank 0
     assert len(events) == len(r0["applied"])
     assert set(reader.series(info.id, "train/loss").segs.tolist()) == {0, 1}
+
+
+def _trainer_worker(rank: int, world: int, store: str, port: int, out: str) -> None:
+    # What torchrun exports; accelerate then starts gloo on CPU (MULTI_CPU).
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    from datasets import Dataset
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
+
+    class Sabotage(TrainerCallback):
+        def on_step_end(self, args: object, state: object, control: object, **kw: object) -> None:
+            if state.global_step == 20:  # type: ignore[attr-defined]
+                sched = kw["lr_scheduler"]
+                sched.base_lrs = [b * 1e20 for b in sched.base_lrs]  # type: ignore[attr-defined]
+
+    set_seed(0)
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=64,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=32,
+            num_labels=2,
+        )
+    )
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, 64, (96, 12), generator=g)
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
+    args = TrainingArguments(
+        output_dir=str(Path(out) / f"out{rank}"),
+        per_device_train_batch_size=4,
+        max_steps=40,
+        learning_rate=1e-3,
+        logging_steps=2,
+        eval_strategy="steps",
+        eval_steps=10,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+    )
+    run = tunescope.init("dist", name="trainer", store=store, mode="act")
+    callback = tunescope.TrainerCallback(run=run)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        eval_dataset=data.select(range(16)),
+        callbacks=[callback, Sabotage()],
+    )
+    trainer.train()
+    records = callback._act.actuator.records
+    applied = [(r["action"], r["step"], r["after"].get("step")) for r in records]
+    weights = [p.detach().flatten().tolist() for p in trainer.model.parameters()]
+    run.finish()
+    result = {
+        "writes": run.writes,
+        "applied": applied,
+        "weights": weights,
+        "world": dist.get_world_size(),
+    }
+    Path(out, f"trainer{rank}.json").write_text(json.dumps(result))
+
+
+@pytest.mark.slow
+def test_the_real_trainer_on_two_processes_rolls_back_in_step(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    mp.spawn(_trainer_worker, args=(2, str(store), _port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"trainer{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    assert (r0["writes"], r1["writes"]) == (True, False)
+    assert r0["applied"] == r1["applied"]
+    assert [a for a, _, _ in r0["applied"]][:2] == ["rollback", "scale_lr"]
+    assert r0["applied"][0][2] == 20  # the snapshot taken before the sabotage
+    assert r0["weights"] == r1["weights"]
+    reader = Store(store).reader()
+    [info] = reader.runs()
+    assert set(reader.series(info.id, "train/loss").segs.tolist()) == {0, 1}
