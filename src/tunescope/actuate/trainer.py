@@ -5,7 +5,7 @@ Everything goes through what Trainer hands a callback — `model`, `optimizer`, 
 
 - *snapshots* at the start, every `snapshot_every` optimizer steps (default: Trainer's
   evaluation cadence) and *best weights* at each evaluation;
-- *stop*: `control.should_training_stop`;
+- *stop*: `control.should_training_stop` (set by the callback from `run.control`);
 - *LR scale*: on the optimizer's groups and the scheduler's `base_lrs` (it survives the
   schedule; see `lrscale`);
 - *rollback*: the snapshot's weights, optimizer, scheduler and RNG are loaded in place. Trainer's
@@ -107,8 +107,8 @@ class TrainerActuation:
         applied = self.actuator.obey(step)
         if applied.rollback_to is not None:
             self.offset += step - applied.rollback_to
-        if applied.stop:
-            control.should_training_stop = True
+        # A stop sets run.control.should_stop: the callback turns it into
+        # control.should_training_stop (and a checkpoint of the state training stopped in).
 
     def on_train_end(self) -> None:
         """The deferred restore-best, then drop the snapshots."""
