@@ -187,3 +187,19 @@ def test_a_second_rollback_goes_further_back(store_dir: Path) -> None:
     act.resolve(later)
     assert later[0]["params"]["to_step"] == 25
     run.finish()
+
+
+def test_restore_best_without_evaluations_ends_on_the_last_snapshot(store_dir: Path) -> None:
+    # E.g. a run stopped after repeated divergence: never end on non-finite weights.
+    run, net, opt, sched, act = _setup(store_dir)
+    tiny.train_step(net, opt, sched, 1)
+    act.snapshot(1)
+    good = tiny.weights(net)
+    with torch.no_grad():
+        net[4].weight.fill_(float("nan"))
+    pending = [_item("restore_best"), _item("stop")]
+    act.resolve(pending)
+    assert act.apply(pending, 5).stop
+    assert tiny.same(tiny.weights(net), good)
+    assert act.records[0]["after"] == {"step": 1, "snapshot": "memory"}
+    run.finish()

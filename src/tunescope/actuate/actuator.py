@@ -37,7 +37,7 @@ from ..policy import Response
 from .best import BestWeights, retain_score
 from .config import DEFAULT_MEMORY_LIMIT
 from .lrscale import learning_rates, scale_lr
-from .snapshots import SnapshotInfo, Snapshots
+from .snapshots import SnapshotInfo, Snapshots, load_model_state
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -243,8 +243,7 @@ class Actuator:
         key = params.get("candidate")
         cand = next((c for c in self.best.candidates if c.key == key), None)
         if cand is None:
-            why = params.get("why") or "no evaluated weights kept"
-            self._record(item, step, {}, {}, f"nothing restored: {why}", applied=False)
+            self._restore_snapshot_weights(item, step, params.get("why") or "no evaluation kept")
             return
         self.best.restore(cand, self.model)
         self.run.summarize(
@@ -256,6 +255,23 @@ class Actuator:
             {"step": step},
             {"step": cand.step, "metric": self.best.metric, "value": cand.value},
             f"restored the weights of step {cand.step}: {params.get('why', '')}",
+        )
+
+    def _restore_snapshot_weights(self, item: dict[str, Any], step: int, why: str) -> None:
+        """No evaluated weights to restore: end on the last snapshot's (finite) weights rather
+        than on whatever training left (e.g. weights a divergence made non-finite)."""
+        infos = self.snapshots.infos
+        if not infos:
+            self._record(item, step, {}, {}, f"nothing restored: {why}", applied=False)
+            return
+        info = infos[-1]
+        load_model_state(self.model, self.snapshots.load(info)["model"])
+        self._record(
+            item,
+            step,
+            {"step": step},
+            {"step": info.step, "snapshot": info.where},
+            f"{why}: restored the weights of the last snapshot, at step {info.step}",
         )
 
     # -- recording -------------------------------------------------------------------------------
