@@ -67,6 +67,12 @@ HEALTHY: dict[str, Spec] = {
     "retain perplexity up 15% (its loss only 6%)": Spec(
         retain={"retain/perplexity": lambda s: math.exp(2.3 * (1 + 0.06 * min(1.0, s / 100)))}
     ),
+    "retain loss up 30% while retain accuracy holds (replay)": Spec(
+        retain={
+            "retain/loss": lambda s: 0.3 * (1 + 0.3 * min(1.0, s / 100)),
+            "retain/accuracy": lambda s: 0.95 - 0.015 * min(1.0, s / 100),
+        }
+    ),
     "a language model's noise-free slow convergence": Spec(
         loss=lambda s: 4.6 * (0.5 + 0.5 * math.exp(-s / 150)),
         noise=0.02,

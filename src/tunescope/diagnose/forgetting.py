@@ -74,6 +74,12 @@ class ForgettingDetector:
                     "score": score,
                     "higher": ev.higher,
                 }
+        if worst is not None and not worst["higher"]:
+            # Only a retain loss rose: with a retain score (accuracy) that holds, the model is
+            # less confident on the old data but still right — reported as info.
+            scores = [ev for ev in st.retain.values() if ev.higher and len(ev) > PERSIST]
+            if scores and all(degradation(ev, ev.last)[0] < SCORE_DROP for ev in scores):
+                worst["score_holds"] = scores[0].key
         if worst is None and not st.retain:
             cka = self._cka(st)
             if (
@@ -103,6 +109,8 @@ class ForgettingDetector:
 
     def _signal(self, st: State, w: dict[str, Any]) -> Signal:
         sev = Severity.CRITICAL if w["score"] >= CRITICAL_FACTOR else Severity.WARNING
+        if "score_holds" in w:
+            sev = Severity.INFO
         if w.get("rule") == "cka":
             what = (
                 f"{w['metric']} fell to {fmt(w['value'])} (from {fmt(w['first'])}), below {CKA_MIN}"
@@ -127,6 +135,9 @@ class ForgettingDetector:
                 if "cka" in key or "drift" in key:
                     support.append(f"{key} {fmt(p.first)} -> {fmt(p.last)}")
         tail = f" ({', '.join(support)})" if support and w.get("rule") != "cka" else ""
+        if "score_holds" in w:
+            held = st.retain[w["score_holds"]]
+            tail += f"; {held.key} holds at {fmt(held.last)} (from {fmt(held.first)})"
         msg = f"{what}{tail}: forgetting."
         rec = Recommendation(
             "Lower the learning rate (x0.5), freeze the lower layers or use LoRA / linear-probe-"
