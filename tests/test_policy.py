@@ -189,3 +189,25 @@ def test_an_oscillating_lr_is_only_cut_by_the_policy_factor() -> None:
         Recommendation("Lower the LR", {"action": "scale_lr", "factor": 0.7}),
     )
     assert actions(Policy(PolicyConfig(mode="act")), wobbly) == [("scale_lr", {"factor": 0.5})]
+
+
+def test_resumed_run_keeps_monitor_baselines_and_policy_budget(store_dir: Path) -> None:
+    run = tunescope.init("m", name="long", mode="act")
+    for step in range(20):
+        run.log({"train/loss": 1.0 / (step + 1)}, step=step)
+    run.log({"train/loss": math.nan}, step=20)
+    run.flush()
+    assert [d["action"] for d in run.control.take_pending()] == ["rollback", "scale_lr"]
+    run.event("intervention", "rollback", "rolled back", step=20, ref="divergence:train/loss@20")
+    run.event("intervention", "scale_lr", "lr x0.5", step=20, ref="divergence:train/loss@20")
+    run.finish()
+    again = tunescope.init("m", resume="long", mode="act")
+    assert again.policy is not None and again.monitor is not None
+    assert again.policy.state.lr_reductions == 1 and again.policy.state.rollbacks == 1
+    assert [f.kind.value for f in again.monitor.findings()] == ["divergence"]
+    again.log({"train/loss": 0.01}, step=21)
+    again.flush()
+    assert again.control.take_pending() == []  # the old divergence is not acted on twice
+    again.finish()
+    findings = [e for e in Store().reader().events(again.id) if e.type == "finding"]
+    assert len([e for e in findings if e.data["state"] == "raised"]) == 1  # not stored twice

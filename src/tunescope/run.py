@@ -120,6 +120,7 @@ class Run:
         self._writer: Writer | None = None
         self._watchers: list[Watcher] = []
         self.store: Store | None = None
+        self._resumed = resume is not None
         self.id = ""
         self.name = name or ""
         self.mode: Mode | None = None
@@ -152,11 +153,35 @@ class Run:
         cfg = policy or PolicyConfig()
         self.policy = Policy(dataclasses.replace(cfg, mode=self.mode))
         self.monitor = Monitor(context or Ctx.from_config(self.config), on_finding=self._decide)
+        if self._resumed:
+            self._catch_up(self.monitor, self.policy)
         if listener is None and self.mode is not Mode.OBSERVE:
             from rich.console import Console
 
             listener = terminal_listener(Console(stderr=True))
         return self.monitor, listener
+
+    def _catch_up(self, monitor: Monitor, policy: Policy) -> None:
+        """A resumed run's monitor sees the stored history first, so baselines (e.g. retain
+        values before fine-tuning) and open findings carry over; the policy's limits count the
+        interventions already made. Nothing is stored or decided again for old points."""
+        from .diagnose.engine import run_calls
+
+        assert self.store is not None
+        reader = self.store.reader()
+        monitor.on_finding = None
+        for step, wall, values in run_calls(reader, self.id):
+            monitor.observe(step, wall, values)
+        monitor.on_finding = self._decide
+        for event in reader.events(self.id, types=("intervention",)):
+            if event.kind == "scale_lr":
+                policy.state.lr_reductions += 1
+            elif event.kind == "rollback":
+                policy.state.rollbacks += 1
+            if event.ref:
+                policy.state.handled.append(event.ref)
+        policy.state.handled.extend(f.id for f in monitor.findings())
+        reader.con.close()
 
     def _decide(self, finding: Finding, state: str) -> None:
         """Monitor hook (writer thread): findings become interventions on `control` in act mode."""
