@@ -9,9 +9,8 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 import numpy as np
 
@@ -29,9 +28,8 @@ class CSVFormatError(TunescopeError, ValueError):
     """A CSV file that is neither long nor wide metrics CSV; the message says what is wrong."""
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One metric value read from a file, in file order."""
+class Row(NamedTuple):
+    """One metric value read from a file, in file order (a tuple: files hold millions)."""
 
     step: int
     metric: str
@@ -80,6 +78,12 @@ def _number(text: str, what: str, line: int, path: Path) -> float:
 
 
 def _step(text: str, line: int, path: Path) -> int:
+    try:
+        step = int(text)  # the common case, without a float round-trip
+        if step >= 0:
+            return step
+    except ValueError:
+        pass
     value = _number(text, "step", line, path)
     if not value.is_integer() or value < 0:
         raise CSVFormatError(f"{path}:{line}: step {text!r} must be a non-negative integer")
@@ -114,25 +118,30 @@ def read(path: str | Path) -> Iterator[Row]:
 def _read_long(reader: Iterator[list[str]], lower: list[str], path: Path) -> Iterator[Row]:
     i_step, i_metric, i_value = lower.index("step"), lower.index("metric"), lower.index("value")
     i_wall = lower.index("wall_time") if "wall_time" in lower else None
+    width = len(lower)
+    names: dict[str, str] = {}  # raw metric -> canonical: files repeat a handful of names
     for line, rec in enumerate(reader, start=2):
-        if not rec or not any(f.strip() for f in rec):
-            continue
-        if len(rec) < len(lower):
-            raise CSVFormatError(f"{path}:{line}: expected {len(lower)} fields, got {len(rec)}")
-        metric = rec[i_metric].strip()
-        if not metric:
-            raise CSVFormatError(f"{path}:{line}: empty metric name")
-        wall = (
-            _number(rec[i_wall], "wall_time", line, path)
-            if i_wall is not None and rec[i_wall].strip()
-            else None
-        )
-        yield Row(
-            _step(rec[i_step], line, path),
-            canonical(metric),
-            _number(rec[i_value], "value", line, path),
-            wall,
-        )
+        if len(rec) < width:
+            if not rec or not any(f.strip() for f in rec):
+                continue
+            raise CSVFormatError(f"{path}:{line}: expected {width} fields, got {len(rec)}")
+        raw = rec[i_metric]
+        metric = names.get(raw)
+        if metric is None:
+            if not raw.strip():
+                raise CSVFormatError(f"{path}:{line}: empty metric name")
+            metric = names[raw] = canonical(raw.strip())
+        try:  # fast path; the slow path below names the bad field
+            value = float(rec[i_value])
+            wall = float(rec[i_wall]) if i_wall is not None and rec[i_wall] else None
+        except ValueError:
+            value = _number(rec[i_value], "value", line, path)
+            wall = (
+                _number(rec[i_wall], "wall_time", line, path)
+                if i_wall is not None and rec[i_wall].strip()
+                else None
+            )
+        yield Row(_step(rec[i_step], line, path), metric, value, wall)
 
 
 def _read_wide(reader: Iterator[list[str]], cols: list[str], path: Path) -> Iterator[Row]:
