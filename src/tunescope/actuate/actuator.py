@@ -37,7 +37,7 @@ from ..policy import Response
 from .best import BestWeights, retain_score
 from .config import DEFAULT_MEMORY_LIMIT
 from .lrscale import learning_rates, scale_lr
-from .snapshots import SnapshotInfo, Snapshots, load_model_state
+from .snapshots import SnapshotInfo, Snapshots, inner_scheduler, load_model_state
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -204,17 +204,33 @@ class Actuator:
             self.applied = target
 
     def _scale(self, item: dict[str, Any], step: int) -> None:
-        before = learning_rates(self.optimizer)
-        self.scale *= float(item["params"]["factor"])
+        factor = float(item["params"]["factor"])
+        before: dict[str, Any] = {"lr": learning_rates(self.optimizer), "lr_scale": self.scale}
+        peak = self._base_lrs()
+        if peak is not None:
+            before["base_lr"] = peak
+        self.scale *= factor
         self._set_scale(self.scale)
-        after = learning_rates(self.optimizer)
+        after: dict[str, Any] = {"lr": learning_rates(self.optimizer), "lr_scale": self.scale}
+        # The schedule's base rate says more than the current one (0 at a warmup's start).
+        shown = "lr"
+        if (peak := self._base_lrs()) is not None:
+            after["base_lr"], shown = peak, "base_lr"
+        what = "scheduled learning rate" if shown == "base_lr" else "learning rate"
         self._record(
             item,
             step,
-            {"lr": before, "lr_scale": self.scale / float(item["params"]["factor"])},
-            {"lr": after, "lr_scale": self.scale},
-            f"learning rate {_lrs(before)} -> {_lrs(after)}",
+            before,
+            after,
+            f"{what} x{factor:g}: {_lrs(before[shown])} -> {_lrs(after[shown])} "
+            f"(x{self.scale:g} in all)",
         )
+
+    def _base_lrs(self) -> list[float] | None:
+        base = (
+            getattr(inner_scheduler(self.scheduler), "base_lrs", None) if self.scheduler else None
+        )
+        return [float(b) for b in base] if isinstance(base, list | tuple) else None
 
     def _rollback(self, item: dict[str, Any], step: int, out: Applied) -> None:
         params = item["params"]
