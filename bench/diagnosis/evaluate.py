@@ -135,9 +135,14 @@ def suite_section(data: dict[str, Any]) -> str:
     cpu = sum(r.get("cpu_seconds", 0) for r in runs)
     wall = sum(r.get("seconds", 0) for r in runs)
     size = sum((SUITE / f"{r['name']}.csv").stat().st_size for r in runs) / 1e6
+    per_family = Counter[str]()
+    for r in runs:
+        per_family[r["family"]] += r.get("cpu_seconds", 0)
+    split_cpu = ", ".join(f"{f} {s / 60:.1f}" for f, s in per_family.most_common())
     out.append(
-        f"Generation: {cpu / 60:.1f} CPU-minutes ({wall / 60:.1f} wall-minutes, one job, "
-        f"one torch thread, on a shared machine); CSVs {size:.1f} MB."
+        f"Generation: {cpu / 60:.1f} CPU-minutes ({split_cpu}; {wall / 60:.1f} wall-minutes, one "
+        f"job, one torch thread, measured while other jobs shared the two cores); CSVs "
+        f"{size:.1f} MB."
     )
     out += ["", "| kind | positives (tune) | positives (holdout) |", "|---|---:|---:|"]
     for kind in KINDS:

@@ -246,7 +246,14 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[int], Setup]]] = {
             Scenario(
                 "lr-diverge",
                 ("divergence",),
-                ("underfitting", "plateau", "loss_spike", "exploding_gradients", "lr_too_high", "vanishing_gradients"),
+                (
+                    "underfitting",
+                    "plateau",
+                    "loss_spike",
+                    "exploding_gradients",
+                    "lr_too_high",
+                    "vanishing_gradients",
+                ),
                 "AdamW lr 0.3 (x150), no clipping: stuck, then blows up mid-run",
             ),
             lambda seed: replace(BASE, lr=0.3, clip=None),

@@ -214,6 +214,8 @@ def fit(s: Setup, seed: int, log: LogFn) -> RunFacts:
 
 BASE = Setup()
 _BAD_LR = ("underfitting", "plateau", "loss_spike", "exploding_gradients", "divergence")
+# a collapsed network's embeddings get almost no gradient: that is literally true of x100 runs
+_COLLAPSE = (*_BAD_LR, "vanishing_gradients")
 
 SCENARIOS: dict[str, tuple[Scenario, Callable[[int], Setup]]] = {
     sc.name: (sc, fn)
@@ -236,7 +238,7 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[int], Setup]]] = {
             Scenario(
                 "lr-x100",
                 ("lr_too_high",),
-                _BAD_LR,
+                _COLLAPSE,
                 "AdamW 5e-3 (x100)",
                 reference="healthy",
             ),
@@ -256,10 +258,10 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[int], Setup]]] = {
             Scenario(
                 "noisy-overfit",
                 ("overfitting",),
-                describe="80 training articles, 40% of labels resampled, AdamW 1e-4, 120 steps",
+                describe="80 training articles, 40% of labels resampled, AdamW 3e-4, 120 steps",
             ),
             lambda seed: replace(
-                BASE, n_train=80, label_noise=0.4, lr=1e-4, steps=120, eval_every=10
+                BASE, n_train=80, label_noise=0.4, lr=3e-4, steps=120, eval_every=10
             ),
         ),
         (
