@@ -191,7 +191,8 @@ class Probes:
         self, model: torch.nn.Module, logger: Logger, step: int, *, last: bool = False
     ) -> bool:
         """Probe if `step` is due; returns whether it did."""
-        if not self.due(step, last=last):
+        nothing = self.drift is None and not self.refs and self.kl is None
+        if nothing or not self.due(step, last=last):
             return False
         started = time.perf_counter()
         with untouched(model):
