@@ -26,29 +26,13 @@ laptop CPU (bench/probes/overhead.py measures it). The reference side is prepare
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
+
+from .isolation import one_thread
 
 # Gram matrices of wide features sum many products: float64 keeps the debiased terms (which
 # subtract nearly equal numbers) exact enough for values near 1.
 DTYPE = torch.float64
-
-
-@contextlib.contextmanager
-def one_thread(device: torch.device) -> Iterator[None]:
-    """Run small CPU ops on one thread: at 256 x 256 the thread pool's synchronisation costs more
-    than it saves, and on a busy machine it turns ~2 ms into ~200 ms (measured, 2 shared cores)."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _gram(x: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from .groups import Groups, layer_groups
+from .isolation import one_thread
 
 KEY = "probe/param_drift"
 # LoRA's own parameters: not weights of the model, but a low-rank change of them.
@@ -37,6 +38,13 @@ ORIGINAL = ".original_module."  # peft's frozen copy of a module it trains a rep
 def _wide(t: torch.Tensor) -> torch.Tensor:
     """float64 where the device has it (Apple's MPS does not)."""
     return t.float() if t.device.type == "mps" else t.double()
+
+
+def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm of each tensor (one fused kernel per device), as a float64 CPU vector."""
+    if not tensors:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.stack([n.cpu() for n in torch._foreach_norm(tensors)]).double()
 
 
 @dataclass
@@ -94,11 +102,10 @@ class Drift:
     def __init__(self, model: torch.nn.Module, *, offload: bool | None = None) -> None:
         named = [(n, p) for n, p in model.named_parameters() if ORIGINAL not in n]
         self.groups: Groups = layer_groups(named)
-        g = len(self.groups.names)
-        base = torch.zeros(g, dtype=torch.float64)
-        for n, p in named:
-            if not ADAPTER.search(n):
-                base[self.groups.index(n)] += p.detach().double().pow(2).sum().cpu()
+        weights = [(n, p.detach()) for n, p in named if not ADAPTER.search(n)]
+        norms = _norms([p for _, p in weights])
+        base = torch.zeros(len(self.groups.names), dtype=torch.float64)
+        base.index_add_(0, torch.tensor([self.groups.index(n) for n, _ in weights]), norms**2)
         self.base_sq = base
         self.pairs: list[_LoraPair] = []
         in_pairs: set[int] = set()
@@ -114,6 +121,7 @@ class Drift:
                 off = p.device.type != "cpu" if offload is None else offload
                 start = p.detach().to("cpu", copy=True) if off else p.detach().clone()
                 self.plain.append(_Plain(self.groups.index(n), p, start))
+        self._device = named[0][1].device if named else torch.device("cpu")
         moving = {x.group for x in self.plain} | {x.group for x in self.pairs}
         self.moving = sorted(moving)
 
@@ -133,8 +141,9 @@ class Drift:
             cur = sq[group]
             sq[group] = value if cur is None else cur + value.to(cur.device)
 
-        with torch.no_grad():
+        with torch.no_grad(), one_thread(self._device):
             for x in self.plain:
+                # One tensor at a time: the temporary difference is never bigger than one weight.
                 start = x.start.to(x.param.device, non_blocking=True)
                 add(x.group, torch.linalg.vector_norm(x.param.detach() - start).pow(2))
             for pair in self.pairs:
