@@ -5,7 +5,7 @@ sampler draws its seed from torch's global generator) and the dropout masks of e
 step; one that leaves a module in eval mode changes the loss. Inside this context the model is
 in eval mode with gradients off, and on exit every random generator training uses (Python,
 NumPy, torch CPU and each initialised CUDA device) and every module's train/eval flag are put
-back exactly as they were. tests/probes/test_isolation.py checks bit-identical training losses
+back exactly as they were. tests/probes/test_trainer.py checks bit-identical training losses
 with and without probes through the real Trainer.
 
 >>> import torch
