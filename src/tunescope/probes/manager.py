@@ -247,6 +247,7 @@ class Probes:
         """
         if reference is not None and step > 0 and reference.exists():
             self.load(reference, model)
+            self.last = step  # the next probe comes `every` steps after the resumed checkpoint
             return
         self.begin(model, logger, step)
         if reference is not None:
