@@ -269,25 +269,31 @@ def _median(values: list[float]) -> float:
 def table() -> str:
     """The Markdown table of every cached result, plus the issue's targets."""
     lines = [
-        "| scenario | variant | seeds | test acc (median) | per seed | steps (median) | "
-        "interventions | best val step |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | variant | seeds | test acc (median) | per seed | vs observe | "
+        "steps (median) | vs observe | best val acc | interventions (kind@step, per seed) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in SCENARIOS:
+        base = load(scenario, "observe")
+        base_acc = _median([r["test_accuracy"] for r in base]) if base else None
+        base_steps = _median([r["steps"] for r in base]) if base else None
         for variant in VARIANTS:
             rows = load(scenario, variant)
             if not rows:
                 continue
-            accs = [r["test_accuracy"] for r in rows]
+            acc = _median([r["test_accuracy"] for r in rows])
+            steps = _median([r["steps"] for r in rows])
             acts = [
                 ",".join(f"{i['kind']}@{i['step']}" for i in r["interventions"]) or "-"
                 for r in rows
             ]
+            d_acc = f"{100 * (acc - base_acc):+.1f} pt" if base_acc is not None else ""
+            d_steps = f"{steps / base_steps:.2f}x" if base_steps else ""
+            best_val = _median([r["best_val_accuracy"] or 0.0 for r in rows])
+            per_seed = " ".join(f"{r['test_accuracy']:.3f}" for r in rows)
             lines.append(
-                f"| {scenario} | {variant} | {len(rows)} | {_median(accs):.4f} | "
-                f"{' '.join(f'{a:.3f}' for a in accs)} | "
-                f"{_median([r['steps'] for r in rows]):.0f} | {'; '.join(acts)} | "
-                f"{' '.join(str(r['best_val_step']) for r in rows)} |"
+                f"| {scenario} | {variant} | {len(rows)} | {acc:.4f} | {per_seed} | {d_acc} | "
+                f"{steps:.0f} | {d_steps} | {best_val:.3f} | {'; '.join(acts)} |"
             )
     return "\n".join([*lines, "", *targets()])
 
@@ -342,6 +348,9 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     ap.add_argument("--table", action="store_true", help="only print the table of cached runs")
+    ap.add_argument(
+        "--write", action="store_true", help="also put the table into RESULTS.md (RESULTS_TABLE)"
+    )
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -353,7 +362,19 @@ def main() -> None:
             for scenario in args.scenarios:
                 for variant in args.variants:
                     run_one(scenario, variant, seed, args.timeout)
-    print(table())
+    text = table()
+    print(text)
+    if args.write:
+        write_results(text)
+
+
+def write_results(text: str) -> None:
+    """Replace the table section of RESULTS.md (between '## Results' and the next '## ')."""
+    path = HERE / "RESULTS.md"
+    doc = path.read_text()
+    start = doc.index("## Results") + len("## Results")
+    end = doc.index("\n## ", start)
+    path.write_text(doc[:start] + "\n\n" + text + "\n" + doc[end:])
 
 
 if __name__ == "__main__":
