@@ -14,9 +14,10 @@ from typing import Any, ClassVar
 
 from ..values import fmt
 from .detector import EVAL, LOSS, Signal, pct, resolved
+from .evalnoise import Wobble, change_sigma, worsening
 from .findings import Kind, Recommendation, Severity
 from .learning import STUCK
-from .state import EvalTrack, State, relative_rise
+from .state import EvalTrack, State
 from .stats import median
 
 PATIENCE = 2  # evaluations after the best that must all be worse
@@ -36,6 +37,7 @@ FITTED = 0.8  # ... and be below this x the no-learning level (the model fits it
 _NOT_OVERFITTING = frozenset(
     {
         Kind.DIVERGENCE,
+        Kind.EXPLODING_GRADIENTS,
         Kind.LR_TOO_HIGH,
         Kind.LR_TOO_LOW,
         Kind.UNDERFITTING,
@@ -43,6 +45,7 @@ _NOT_OVERFITTING = frozenset(
     }
 )
 TASK_CONFIRM = 0.03  # a task metric 3 points below its best confirms a rising eval loss
+NOISE_Z = 2.0  # a loss rise the task metric does not confirm must clear 2 sigmas of its noise
 
 PLATEAU_EVALS = 5  # evaluations without a 1% improvement of the best ...
 PLATEAU_SPAN = 0.15  # ... spanning at least this fraction of the steps so far
@@ -52,21 +55,18 @@ CONVERGED = 0.1  # train level below this x reference: converged, not stalled
 SATURATED = 0.99  # a 0-1 task metric this high cannot improve much: not a plateau
 
 
-def worsening(ev: EvalTrack, value: float) -> float:
-    """How much worse `value` is than the best: relative rise for losses, points for scores."""
-    best = ev.best
-    if ev.higher:
-        scale = 100.0 if best > 1.5 else 1.0  # percentages
-        return (best - value) / scale
-    return relative_rise(ev.key, value, best)
-
-
 def _threshold(ev: EvalTrack) -> float:
     return DROP_MIN if ev.higher else GL_MIN
 
 
 class OverfittingDetector:
-    """Evaluation metric worse than its best for `PATIENCE` evaluations while train loss falls."""
+    """Evaluation metric worse than its best for `PATIENCE` evaluations while train loss falls.
+
+    Every evaluation after the best must be worse than the metric's own recent wobble (rises
+    seen to come back), and the train loss must be lower than at the best both over the
+    interval and right at the evaluation; a rise the task metric does not confirm must also
+    clear `NOISE_Z` sigmas of the metric's evaluation-to-evaluation noise.
+    """
 
     kinds: ClassVar[tuple[Kind, ...]] = (Kind.OVERFITTING,)
     channels: ClassVar[int] = EVAL | LOSS
@@ -77,6 +77,10 @@ class OverfittingDetector:
         self.interval: deque[float] = deque(maxlen=INTERVAL_POINTS)
         self.train_at: dict[int, float] = {}  # eval step -> train level over the interval
         self.train_best = math.inf  # lowest of those levels
+        # eval step -> train level right at the evaluation (median of the last 7 points): a
+        # train loss that jumps with the eval loss is instability, whatever the interval says
+        self.level_at: dict[int, float] = {}
+        self.wobble = Wobble()  # the primary eval metric's recovered excursions
         self.metric = ""
 
     def check(self, step: int, st: State, touched: int) -> list[Signal]:
@@ -91,6 +95,9 @@ class OverfittingDetector:
             self.train_at[step] = level = median(self.interval)
             self.train_best = min(self.train_best, level)
             self.interval.clear()
+        if st.loss.level == st.loss.level:
+            self.level_at[step] = st.loss.level
+        self.wobble.add(ev)
         if self.metric and (ev.since_best == 0 or ev.key != self.metric):
             metric, self.metric = self.metric, ""
             return [resolved(Kind.OVERFITTING, metric)]
@@ -111,19 +118,30 @@ class OverfittingDetector:
         thr = _threshold(ev)
         if gl != gl:
             return None
+        # Persistence judged against the metric's own wobble: each of the last PATIENCE
+        # evaluations higher than any rise that came back recently (0 on a smooth curve).
+        lowest = min(worsening(ev, v) for v in after[-PATIENCE:])
+        if lowest <= self.wobble.bar:
+            return None
         task = st.task_eval()
         task_drop = None
         if task is not None and task is not ev and len(task) and task.best == task.best:
             task_drop = worsening(task, task.last)
         confirmed = task_drop is None or task_drop >= TASK_CONFIRM
+        sigma = None
         if gl >= thr:
-            if min(worsening(ev, v) for v in after[-PATIENCE:]) < thr / 5:
+            if lowest < thr / 5:
                 return None  # one high evaluation after a flat one: noise until it persists
             if not confirmed:
                 # Only the loss rises while the task metric holds: noise or overconfidence
-                # until every one of PATIENCE + 1 evaluations is clearly above the best.
+                # until every one of PATIENCE + 1 evaluations is clearly above the best, and
+                # the last PATIENCE by NOISE_Z sigmas of the loss's own noise (the best is
+                # the luckiest of noisy draws; a lucky dip makes every later value look high).
                 tail = after[-PATIENCE - 1 :]
                 if k <= PATIENCE or min(worsening(ev, v) for v in tail) < thr:
+                    return None
+                sigma = change_sigma(ev)
+                if sigma is not None and lowest < NOISE_Z * sigma:
                     return None
         elif not self._early(st, ev, k, gl, task, task_drop is not None and confirmed):
             return None
@@ -137,6 +155,8 @@ class OverfittingDetector:
             "task": task,
             "task_drop": task_drop,
             "confirmed": confirmed,
+            "wobble": self.wobble.bar,
+            "noise": sigma,
         }
 
     @staticmethod
@@ -169,6 +189,9 @@ class OverfittingDetector:
             return False  # the model does not fit its training data yet
         if train_now > TRAIN_STABLE * self.train_best:
             return False  # training is unstable: eval rises with it, not from overfitting
+        at_best, at_now = self.level_at.get(ev.best_step), self.level_at.get(ev.steps[-1])
+        if at_best is not None and at_now is not None and at_now > at_best:
+            return False  # the train loss jumped with the eval loss: instability, not memorising
         return change
 
     def _signal(self, ev: EvalTrack, f: dict[str, Any]) -> Signal:
@@ -215,6 +238,8 @@ class OverfittingDetector:
             "train_loss_change": f["train_change"],
             "task_metric": task.key if task is not None else None,
             "task_drop": task_drop,
+            "wobble": f["wobble"],
+            "noise": f["noise"],
             "recent": list(zip(ev.steps[-PATIENCE - 1 :], ev.values[-PATIENCE - 1 :], strict=True)),
         }
         return Signal(Kind.OVERFITTING, ev.key, sev, msg, evidence, rec, headline=gl)
@@ -222,7 +247,13 @@ class OverfittingDetector:
     def rewind(self, step: int, st: State) -> None:
         self.train_at = {s: v for s, v in self.train_at.items() if s < step}
         self.train_best = min(self.train_at.values(), default=math.inf)
+        self.level_at = {s: v for s, v in self.level_at.items() if s < step}
         self.interval.clear()
+        ev = st.primary_eval()  # already rewound by the monitor
+        if ev is not None:
+            self.wobble.rebuild(ev)
+        else:
+            self.wobble = Wobble()
         # `metric` stays: the next evaluation re-signals or resolves whatever is still active
 
     def unchecked(self, st: State) -> dict[Kind, str]:

@@ -21,7 +21,7 @@ from ..values import fmt
 from .detector import EVAL, LOSS, Signal, pct, resolved
 from .findings import Kind, Recommendation, Severity
 from .state import LONG, RECENT, UPDATE_HIGH, State
-from .stats import median
+from .stats import IQR_TO_SIGMA, Window, median
 
 FAIR_SHARE = 0.25  # fraction of the budget after which "not learning yet" is a finding
 MIN_POINTS = 2 * LONG  # loss points needed when the budget is unknown
@@ -34,6 +34,12 @@ UPDATE_ELEVATED = 1e-2  # a plateau with updates this large: the LR is too high 
 UPDATE_LOW = 1e-4  # update/weight ratio per step below this: LR too low (healthy >= 1e-3)
 UNSTABLE = 1.1  # with large updates, a loss level this x its (long) best: unstable
 ERRATIC = 1.5  # stuck with loss points above this x reference in the window: too high
+# The per-step spread of the stuck loss (robust sigma of log loss over the last 50 points): a
+# too-high LR makes the loss bounce (the suite's stuck LR-too-high runs: 0.11-0.19); a loss
+# that sits calmly at chance (<= 0.01: a frozen model whose only trainable bias takes large
+# relative steps, shuffled labels) is not moved by its updates, however large.
+CALM = 0.02  # below this, large updates are not the cause
+BOUNCING = 0.05  # at or above this with updates >= UPDATE_ELEVATED: the LR is too high
 CHANCE_MARGIN = 0.1  # eval accuracy within this (absolute) of 1/C (or of its first value): chance
 
 
@@ -132,11 +138,15 @@ class LearningDetector:
             return None
         upd = st.update
         ratio = upd.long.median() if len(upd.long) else None
-        if ratio is not None and ratio >= UPDATE_HIGH:
+        spread = _log_spread(loss.long)
+        if ratio is not None and ratio >= UPDATE_HIGH and spread >= CALM:
             return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, large updates", "update_ratio": ratio}
         if loss.long.max() >= ERRATIC * ref:
             # steps so large they throw the loss far above chance: no data bug does that
             return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, erratic loss", "update_ratio": ratio}
+        if ratio is not None and ratio >= UPDATE_ELEVATED and spread >= BOUNCING:
+            # PRIOR_ART's LR-too-high signature: updates > 1e-2 and a loss that bounces
+            return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, bouncing loss", "update_ratio": ratio}
         if ratio is not None and ratio <= UPDATE_LOW:
             return {"kind": Kind.LR_TOO_LOW, "rule": "stuck, tiny updates", "update_ratio": ratio}
         return {"kind": Kind.UNDERFITTING, "rule": "stuck", "update_ratio": ratio}
@@ -245,6 +255,14 @@ def _eval_fails(st: State, ref: float) -> bool:
     if ev is not None and len(ev) and ev.last == ev.last:
         return ev.last >= STUCK * ref
     return True
+
+
+def _log_spread(window: Window) -> float:
+    """Robust sigma of the log of a window of positive losses (quantiles survive the log)."""
+    lo, hi = window.quantile(0.25), window.quantile(0.75)
+    if not lo > 0.0:  # empty (NaN) or non-positive losses: no spread to speak of
+        return 0.0
+    return (math.log(hi) - math.log(lo)) * IQR_TO_SIGMA
 
 
 def _explain(f: dict[str, Any]) -> tuple[str, Recommendation]:

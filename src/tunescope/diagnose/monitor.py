@@ -37,6 +37,7 @@ from .detector import (
     Detector,
     Signal,
 )
+from .evalnoise import Wobble
 from .findings import RAISED, RESOLVED, UPDATED, Finding, Kind, Recommendation, Severity, finding_id
 from .forgetting import ForgettingDetector
 from .generalization import OverfittingDetector, PlateauDetector
@@ -50,7 +51,7 @@ from .stats import Baseline, Window
 OnFinding = Callable[[Finding, str], None]
 _Adder = Callable[[int, float], None]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the overfitting detector keeps train levels and the eval wobble
 HEADLINE_CHANGE = 0.5  # a relative change of the headline number that is worth an update
 PERSIST_STEPS = 50  # a finding that persisted twice as long (and >= 2 x this) is stored again
 
@@ -375,6 +376,7 @@ class Monitor:
 
 
 register(
+    Wobble,
     Window,
     Baseline,
     Track,

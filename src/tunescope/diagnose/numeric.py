@@ -1,7 +1,8 @@
 """Numerical trouble in the training loss: divergence (non-finite or blown-up) and loss spikes.
 
 Divergence is raised at the very step a loss or gradient norm turns NaN/inf (or the loss passes
-1e5), and when the loss level blows up far above where training started and stays there.
+1e5), and when the loss level blows up far above where training started and stays there (a
+blown-up level that is already coming back down is a spike in the making, not divergence).
 A loss spike is a jump far outside the loss's own recent spread that *recovers*; it is raised
 when the recovery is seen (before that, a spike is indistinguishable from divergence).
 """
@@ -53,6 +54,8 @@ class DivergenceDetector:
         self.metric = ""  # the metric of the active divergence finding, "" when none
         self.first: dict[str, Any] = {}
         self._tick = 0
+        # a blown-up level seen but not yet judged: (loss points when first seen, last level)
+        self.pending: tuple[int, float] | None = None
 
     def check(self, step: int, st: State, touched: int) -> list[Signal]:
         bad = self._nonfinite(st, touched)
@@ -102,11 +105,13 @@ class DivergenceDetector:
                 }
         return None
 
-    @staticmethod
-    def _blowup(st: State) -> dict[str, Any] | None:
+    def _blowup(self, st: State) -> dict[str, Any] | None:
         """The loss level far above where it started and its best, and staying there.
 
-        Fast: the recent level (median of 7) at 3x the no-learning level and 5x the best.
+        Fast: the recent level (median of 7) at 3x the no-learning level and 5x the best, at
+        two checks in a row with the second no lower than the first — a level that recedes
+        from a sudden jump is a spike in the making (`SpikeDetector` names it once it is back)
+        unless it is still blown up after a spike's recovery window (`SPIKE_MAX_POINTS`).
         Slow: the long level (median of 50) above max(initial, no-learning level, 1.5 x best) —
         more than half of the last 50 points out of the healthy band, so a spike that recovers
         never counts, and a collapse back to the chance level is `lr_too_high`, not this.
@@ -123,7 +128,9 @@ class DivergenceDetector:
             return None
         best = loss.best_long
         fast = max(BLOWUP_FACTOR * ref, BLOWUP_BEST * best)
-        if loss.level >= fast:
+        if loss.level < fast:
+            self.pending = None
+        if loss.level >= fast and self._sustained(loss.n, loss.level):
             level, limit, rule = loss.level, fast, "blow-up"
         elif len(loss.long) >= LONG // 2 and loss.long.median() > _band(max(initial, ref), best):
             level, limit = loss.long.median(), _band(max(initial, ref), best)
@@ -141,6 +148,17 @@ class DivergenceDetector:
             "best_step": loss.best_long_step,
             "limit": limit,
         }
+
+    def _sustained(self, n: int, level: float) -> bool:
+        """Whether a blown-up level (at `n` loss points) is not receding (see `_blowup`)."""
+        if self.metric:
+            return True  # diverged already: keep the evidence current
+        if self.pending is None:
+            self.pending = (n, level)
+            return False
+        since, before = self.pending
+        self.pending = (since, level)
+        return level >= before or n - since >= SPIKE_MAX_POINTS
 
     @staticmethod
     def _recovered(st: State) -> bool:
@@ -194,6 +212,7 @@ class DivergenceDetector:
         )
 
     def rewind(self, step: int, st: State) -> None:
+        self.pending = None
         if self.first.get("step", -1) >= step:
             self.metric, self.first = "", {}
 
