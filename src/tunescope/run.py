@@ -350,6 +350,20 @@ class Run:
                 raise WriterError("the tunescope writer thread stopped; points are kept in memory")
             time.sleep(0.005)
 
+    def log_apart(self, data: Mapping[str, Any], step: int | None = None) -> None:
+        """Like `log()`, but the values watchers staged for the next `log()` (learning rate,
+        gradient norms of the step just taken) stay staged for it.
+
+        For measurements taken between an optimizer step and the training loop's own log of
+        that step (probes, retain evaluations): with `log()` they would carry the staged
+        values away, and the loop's log would then miss them.
+        """
+        staged, self._pending = self._pending, {}
+        try:
+            self.log(data, step)
+        finally:
+            self._pending = {**staged, **self._pending}
+
     def _report_writer_error(self) -> None:
         assert self._writer is not None
         err = self._writer.error

@@ -9,27 +9,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
-from tinydata import corpus, make_rows, make_tokenizer, write_csv
+from tinydata import make_rows, save_tiny_bert, save_tiny_gpt2, write_csv
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT encoder with random weights (dropout on), saved as a directory."""
-    from transformers import BertConfig, BertModel, set_seed
-
-    path = tmp_path_factory.mktemp("probe-bert")
-    make_tokenizer(corpus(), path)
-    set_seed(0)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("probe-bert"))
 
 
 @pytest.fixture
@@ -49,22 +35,7 @@ def old_task_csv(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide GPT-2 with random weights, saved as a directory."""
-    from transformers import GPT2Config, GPT2LMHeadModel, set_seed
-
-    path = tmp_path_factory.mktemp("probe-gpt2")
-    make_tokenizer(corpus(), path)
-    set_seed(0)
-    config = GPT2Config(
-        vocab_size=64,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        n_positions=64,
-        bos_token_id=3,
-        eos_token_id=3,
-    )
-    GPT2LMHeadModel(config).save_pretrained(path)
-    return path
+    return save_tiny_gpt2(tmp_path_factory.mktemp("probe-gpt2"))
 
 
 @pytest.fixture

@@ -62,3 +62,20 @@ def test_watch_measures_every_nth_step(store_dir: Path) -> None:
 def test_watch_needs_an_optimizer(store_dir: Path) -> None:
     with tunescope.init("w") as run, pytest.raises(TypeError, match="optimizer"):
         run.watch(torch.nn.Linear(2, 2), None)
+
+
+def test_log_apart_leaves_watched_values_for_the_loops_own_log(store_dir: Path) -> None:
+    # a probe logged between the optimizer step and the loop's log must not carry away the
+    # learning rate and gradient norm measured for that step
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tunescope.init("w") as run:
+        run.watch(model, opt, every=1)
+        model(torch.randn(8, 4)).square().mean().backward()
+        opt.step()
+        run.log_apart({"probe/cka": 0.9}, step=0)  # e.g. the baseline, logged at step 0
+        run.log({"train/loss": 1.0}, step=1)
+    reader = Store(store_dir).reader()
+    assert reader.series(run.id, "probe/cka").steps.tolist() == [0]
+    assert reader.series(run.id, "train/lr").steps.tolist() == [1]
+    assert reader.series(run.id, "train/grad_norm").steps.tolist() == [1]

@@ -21,6 +21,7 @@ SCORE_DROP = 0.03  # retain accuracy-like score down 3 points
 CRITICAL_FACTOR = 3.0  # three times the threshold: critical
 PERSIST = 2  # retain evaluations in a row beyond the threshold
 CKA_MIN = 0.5  # with no retain metric: CKA to the pretrained model below this
+SUMMARY_PROBES = ("probe/cka", "probe/param_drift")  # the summaries named in the message
 
 
 def degradation(ev: EvalTrack, value: float) -> tuple[float, float]:
@@ -132,8 +133,10 @@ class ForgettingDetector:
             p = st.probes[key]
             if len(p):
                 evidence[key] = {"first": p.first, "last": p.last}
-                if "cka" in key or "drift" in key:
-                    support.append(f"{key} {fmt(p.first)} -> {fmt(p.last)}")
+        # the sentence names the two summaries only; every per-layer value is in the evidence
+        for key in SUMMARY_PROBES:
+            if key in st.probes and len(p := st.probes[key]):
+                support.append(f"{key} {fmt(p.first)} -> {fmt(p.last)}")
         tail = f" ({', '.join(support)})" if support and w.get("rule") != "cka" else ""
         if "score_holds" in w:
             held = st.retain[w["score_holds"]]

@@ -68,17 +68,13 @@ def _log(logger: Logger, values: Mapping[str, Any], step: int) -> None:
     `Run.log` attaches staged values (lr, gradient norms of the step just taken) to whatever
     it logs next; a probe logged between the optimizer step and Trainer's own log of that step
     would take them, and Trainer's log would then record the learning rate a second time.
+    `Run.log_apart` leaves them staged; a plain logger without it stages nothing.
     """
-    pending = getattr(logger, "_pending", None)
-    if not isinstance(pending, dict) or not pending:
+    log_apart = getattr(logger, "log_apart", None)
+    if log_apart is not None:
+        log_apart(values, step=step)
+    else:
         logger.log(values, step=step)
-        return
-    kept = dict(pending)
-    pending.clear()
-    try:
-        logger.log(values, step=step)
-    finally:
-        pending.update(kept)
 
 
 def summary_cka(values: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
