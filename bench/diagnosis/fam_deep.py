@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 from typing import Any, cast
 
 import torch
-from common import LogFn, RunFacts, Scenario
+from common import CHEAP_SEEDS, WOBBLE_SEEDS, LogFn, RunFacts, Scenario
 from fam_digits import BASE, Setup, build_mlp, fit
 from torch import nn
 
@@ -47,9 +47,12 @@ def _sgd(**changes: Any) -> Setup:
     return replace(BASE, opt="sgd", lr=0.1, momentum=0.9, **changes)
 
 
-# scenario -> (what it should produce, model builder, loop setup)
+# scenario -> (what it should produce, model builder, loop setup); a few CPU-seconds a run, so
+# every scenario also runs the extra tuning seeds, and the healthy deep net and the RNNs (whose
+# eval loss wobbles) more of them
+_WOBBLY = ("relu-bn-12", "rnn-exploding", "irnn-exploding", "irnn-1.05-exploding")
 SCENARIOS: dict[str, tuple[Scenario, Callable[[], nn.Module], Setup]] = {
-    sc.name: (sc, build, setup)
+    sc.name: (replace(sc, seeds=WOBBLE_SEEDS if sc.name in _WOBBLY else CHEAP_SEEDS), build, setup)
     for sc, build, setup in [
         (
             Scenario(

@@ -59,8 +59,10 @@ def test_suite_is_large_and_varied() -> None:
     healthy = [r for r in kept if not r["intended"]]
     assert len(healthy) >= 10
     assert len({r["family"] for r in healthy}) >= 3, "healthy controls across model families"
+    # seed 2 of every scenario is held out; the extra tuning seeds (>= 3) of the cheap
+    # families make the tuning split larger, so the held-out share is smaller than a third
     holdout = sum(r["split"] == "holdout" for r in kept) / len(kept)
-    assert 0.25 <= holdout <= 0.4
+    assert 0.1 <= holdout <= 0.4
     assert {r["family"] for r in kept if r["split"] == "holdout"} == {r["family"] for r in kept}
 
 
@@ -71,8 +73,11 @@ def test_every_kind_has_positive_runs_in_both_splits() -> None:
 
 
 def test_every_scenario_has_several_seeds() -> None:
-    seeds = Counter((r["family"], r["scenario"]) for r in _runs().values())
-    assert min(seeds.values()) >= 3
+    seeds: dict[tuple[str, str], set[int]] = {}
+    for r in _runs().values():
+        seeds.setdefault((r["family"], r["scenario"]), set()).add(r["seed"])
+    # every scenario has the three base seeds, so each is in both splits
+    assert all({0, 1, HOLDOUT_SEED} <= s for s in seeds.values())
 
 
 @pytest.mark.parametrize("name", sorted(_runs()))

@@ -371,6 +371,13 @@ OVERFIT_LOOKALIKES: dict[str, Spec] = {
         ),
         eval_acc=lambda s: 0.7 - 0.6 * math.exp(-s / 50) - (0.2 if s == 300 else 0.0),
     ),
+    # LR x100 on a pretrained model (suite: minilm-lr-x100): the untrained model's evaluation
+    # at step 0 stays the best, the eval loss climbs, the train loss never leaves chance
+    "lr too high: eval loss rises from the untrained model's, train loss at chance": Spec(
+        loss=lambda s: LN10,
+        eval_loss=lambda s: LN10 * (1 + 0.04 * s / 20) if s <= 100 else LN10 * 1.2,
+        eval_acc=lambda s: 0.1,
+    ),
     # the eval loss rises 4% then 12% (accuracy -5 points) while the gradient norm explodes
     "exploding gradients: eval loss up while the gradient norm blows up": Spec(
         grad=lambda s: 30.0 if s in (222, 231, 238, 247, 255) else 1.0,
@@ -448,3 +455,19 @@ def test_underfitting_is_refined_when_sparse_update_ratios_arrive() -> None:
     under, low = first(findings, Kind.UNDERFITTING), first(findings, Kind.LR_TOO_LOW)
     assert under.step <= 110 and not under.active
     assert 150 <= low.step <= 160 and low.active
+
+
+def test_forgetting_message_names_the_probe_summaries_not_every_layer() -> None:
+    layers = {f"probe/cka/layer_{i}": (lambda s, i=i: 1.0 - 0.05 * i * s / 400) for i in range(6)}
+    spec = Spec(
+        retain={
+            "retain/accuracy": lambda s: 0.95 - 0.15 * min(1.0, s / 200),
+            "probe/cka": lambda s: 1.0 - 0.3 * s / 400,
+            "probe/param_drift": lambda s: 0.001 * s,
+            **layers,
+        }
+    )
+    f = first(run(spec), Kind.FORGETTING)
+    assert "probe/cka 1" in f.message and "probe/param_drift 0" in f.message
+    assert "layer_" not in f.message, f.message
+    assert "probe/cka/layer_5" in f.evidence  # per-layer values stay in the evidence

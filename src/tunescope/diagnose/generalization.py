@@ -178,15 +178,17 @@ class OverfittingDetector:
         does not look like a model fitting its data ever better (then it is not overfitting)."""
         train_best = self.train_at.get(ev.best_step)
         train_now = self.train_at.get(ev.steps[-1])
+        ref = st.reference_loss()
+        if train_now is not None and ref is not None and train_now >= FITTED * ref:
+            # the model does not fit its training data yet (judged even when the best
+            # evaluation has no train loss of its own, e.g. the untrained model at step 0)
+            return False
         if train_best is None or train_now is None or train_best <= 0:
             return None  # no train loss logged: judge by the evaluations alone
         change = train_now / train_best - 1.0
-        ref = st.reference_loss()
         memorised = ref is not None and train_now <= MEMORISED * ref
         if change > -TRAIN_MIN_FALL and not memorised:
             return False  # training is not improving: not a generalisation problem
-        if ref is not None and train_now >= FITTED * ref:
-            return False  # the model does not fit its training data yet
         if train_now > TRAIN_STABLE * self.train_best:
             return False  # training is unstable: eval rises with it, not from overfitting
         at_best, at_now = self.level_at.get(ev.best_step), self.level_at.get(ev.steps[-1])
