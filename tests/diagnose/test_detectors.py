@@ -471,3 +471,17 @@ def test_forgetting_message_names_the_probe_summaries_not_every_layer() -> None:
     assert "probe/cka 1" in f.message and "probe/param_drift 0" in f.message
     assert "layer_" not in f.message, f.message
     assert "probe/cka/layer_5" in f.evidence  # per-layer values stay in the evidence
+
+
+def test_stuck_loss_that_bounces_hard_is_lr_too_high_even_with_small_update_ratios() -> None:
+    # MiniLM at lr 3e-3: collapsed to chance, the loss swings from batch to batch, while the
+    # global update/weight ratio stays ~1e-3 (the embedding matrix dilutes it)
+    spec = Spec(loss=lambda s: LN10, noise=0.11, update=lambda s: 1e-3, eval_acc=lambda s: 0.1)
+    spec = dataclasses.replace(spec, eval_loss=lambda s: LN10 * 1.02)
+    f = first(run(spec), Kind.LR_TOO_HIGH)
+    assert f.evidence["rule"] == "stuck, bouncing loss" and f.evidence["spread"] >= 0.08
+    assert "bouncing" in f.message
+    # ... while the same loss sitting calmly at chance is underfitting
+    calm = dataclasses.replace(spec, noise=0.02)
+    assert Kind.UNDERFITTING in serious(run(calm))
+    assert Kind.LR_TOO_HIGH not in serious(run(calm))

@@ -40,6 +40,8 @@ ERRATIC = 1.5  # stuck with loss points above this x reference in the window: to
 # relative steps, shuffled labels) is not moved by its updates, however large.
 CALM = 0.02  # below this, large updates are not the cause
 BOUNCING = 0.05  # at or above this with updates >= UPDATE_ELEVATED: the LR is too high
+WILD = 0.08  # at or above this whatever the update ratio: the LR is too high (MiniLM at LR
+# x30 stuck at chance: 0.08-0.10 within 30 steps; shuffled labels, frozen weights: <= 0.05)
 CHANCE_MARGIN = 0.1  # eval accuracy within this (absolute) of 1/C (or of its first value): chance
 
 
@@ -144,9 +146,18 @@ class LearningDetector:
         if loss.long.max() >= ERRATIC * ref:
             # steps so large they throw the loss far above chance: no data bug does that
             return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, erratic loss", "update_ratio": ratio}
-        if ratio is not None and ratio >= UPDATE_ELEVATED and spread >= BOUNCING:
-            # PRIOR_ART's LR-too-high signature: updates > 1e-2 and a loss that bounces
-            return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, bouncing loss", "update_ratio": ratio}
+        if spread >= (BOUNCING if ratio is not None and ratio >= UPDATE_ELEVATED else WILD):
+            # PRIOR_ART's LR-too-high signature: updates > 1e-2 and a loss that bounces. A
+            # transformer's global ratio is diluted by its embedding matrix (MiniLM at LR x30:
+            # ~1e-3), so a loss stuck at chance that bounces hard decides alone: the model swings
+            # between confident wrong answers, which only steps too large do (a model that learns
+            # nothing from bad labels or frozen weights outputs the class shares: a calm loss)
+            return {
+                "kind": Kind.LR_TOO_HIGH,
+                "rule": "stuck, bouncing loss",
+                "update_ratio": ratio,
+                "spread": spread,
+            }
         if ratio is not None and ratio <= UPDATE_LOW:
             return {"kind": Kind.LR_TOO_LOW, "rule": "stuck, tiny updates", "update_ratio": ratio}
         return {"kind": Kind.UNDERFITTING, "rule": "stuck", "update_ratio": ratio}
@@ -323,7 +334,13 @@ def _explain_stuck(f: dict[str, Any], lr: str, upd_text: str) -> tuple[str, Reco
         f"{_reference_name(f)} at step {f['step']}"
     )
     if f["kind"] is Kind.LR_TOO_HIGH:
-        why = upd_text or f" with points up to {fmt(f['max_point'])}"
+        if f["rule"] == "stuck, bouncing loss":
+            why = (
+                f", bouncing from step to step (robust sigma of its log {f['spread']:.2f})"
+                f"{upd_text}"
+            )
+        else:
+            why = upd_text or f" with points up to {fmt(f['max_point'])}"
         return f"{stuck}{why}: the learning rate is too high{lr}.", Recommendation(
             "Lower the learning rate about 10x and restart from the last good checkpoint.",
             {"action": "scale_lr", "factor": 0.1},
