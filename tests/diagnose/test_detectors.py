@@ -485,3 +485,19 @@ def test_stuck_loss_that_bounces_hard_is_lr_too_high_even_with_small_update_rati
     calm = dataclasses.replace(spec, noise=0.02)
     assert Kind.UNDERFITTING in serious(run(calm))
     assert Kind.LR_TOO_HIGH not in serious(run(calm))
+
+
+def test_underfitting_becomes_lr_too_high_when_the_stuck_loss_starts_to_bounce() -> None:
+    # calm at chance at first (no cause visible: underfitting), then swinging between confident
+    # right and wrong batches: the LR shows itself, and the finding is renamed, not duplicated
+    spec = Spec(
+        loss=lambda s: LN10 * (1.0 if s < 150 else (1.25 if s % 2 else 0.8)),
+        noise=0.01,
+        update=lambda s: 1e-3,
+        eval_loss=lambda s: LN10 * 1.02,
+        eval_acc=lambda s: 0.1,
+    )
+    found = run(spec)
+    under, high = first(found, Kind.UNDERFITTING), first(found, Kind.LR_TOO_HIGH)
+    assert under.step < 150 <= high.step <= 200
+    assert under.state == "resolved" and high.evidence["rule"] == "stuck, bouncing loss"

@@ -163,12 +163,16 @@ class LearningDetector:
         return {"kind": Kind.UNDERFITTING, "rule": "stuck", "update_ratio": ratio}
 
     def _refine(self, step: int, st: State, ref: float) -> list[Signal] | None:
-        """An underfitting verdict made before any update ratio was logged becomes the LR
-        finding it points to once the ratios arrive (sparse measurements)."""
-        if self.kind is not Kind.UNDERFITTING or self.first.get("update_ratio") is not None:
+        """An underfitting verdict becomes the LR finding it turns out to be: once update
+        ratios arrive for a verdict made without them (sparse measurements), or when a loss
+        still stuck starts to bounce or jump (a too-high LR shows itself over a few more steps;
+        underfitting is what is left when no cause is visible yet)."""
+        if self.kind is not Kind.UNDERFITTING:
             return None
         verdict = self._stuck(step, st, ref)
         if verdict is None or verdict["kind"] is Kind.UNDERFITTING:
+            return None
+        if self.first.get("update_ratio") is not None and verdict["kind"] is not Kind.LR_TOO_HIGH:
             return None
         self.kind = verdict["kind"]
         self.first = {**self._snapshot(st, ref), **verdict, "step": step}
