@@ -501,3 +501,20 @@ def test_underfitting_becomes_lr_too_high_when_the_stuck_loss_starts_to_bounce()
     under, high = first(found, Kind.UNDERFITTING), first(found, Kind.LR_TOO_HIGH)
     assert under.step < 150 <= high.step <= 200
     assert under.state == "resolved" and high.evidence["rule"] == "stuck, bouncing loss"
+
+
+def test_vanishing_gradients_do_not_hide_a_learning_rate_that_throws_the_loss_around() -> None:
+    # MiniLM collapsed at lr 3e-3: its lower layers get no gradient (vanishing) *because* the
+    # steps were too large; the bouncing loss names the cause
+    bouncing = Spec(
+        loss=lambda s: LN10 * (1.25 if s % 2 else 0.8),
+        noise=0.01,
+        update=lambda s: 1e-3,
+        layers=(lambda s: 1e-7, lambda s: 0.1),
+        eval_loss=lambda s: LN10 * 1.02,
+        eval_acc=lambda s: 0.1,
+    )
+    assert {Kind.VANISHING_GRADIENTS, Kind.LR_TOO_HIGH} <= serious(run(bouncing))
+    # a calm loss with the same starved lower layers stays vanishing gradients alone
+    calm = dataclasses.replace(bouncing, loss=lambda s: LN10)
+    assert serious(run(calm)) & {Kind.LR_TOO_HIGH, Kind.UNDERFITTING} == set()

@@ -73,7 +73,7 @@ class LearningDetector:
             if refined is not None:
                 return refined
             return [self._signal(step, st, ref, self.first)]
-        if st.active & {Kind.DIVERGENCE, Kind.VANISHING_GRADIENTS}:
+        if Kind.DIVERGENCE in st.active:
             return []  # the cause is already named
         verdict = (
             self._collapse(st, ref)
@@ -82,6 +82,10 @@ class LearningDetector:
             or self._stuck(step, st, ref)
         )
         if verdict is None:
+            return []
+        if Kind.VANISHING_GRADIENTS in st.active and verdict["kind"] is not Kind.LR_TOO_HIGH:
+            # vanishing gradients explain a run that does not learn; but steps too large also
+            # starve the lower layers (a collapsed transformer) and then the LR is the cause
             return []
         self.kind = verdict["kind"]
         self.first = {**self._snapshot(st, ref), **verdict, "step": step}
