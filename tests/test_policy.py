@@ -169,7 +169,13 @@ def test_a_run_stuck_at_chance_with_a_high_lr_goes_back_to_its_best_point() -> N
         30,
         Severity.WARNING,
         "stuck at chance, erratic loss",
-        {"rule": "stuck, erratic loss", "level": 1.62, "reference": 1.609, "best_step": 4},
+        {
+            "rule": "stuck, erratic loss",
+            "level": 1.62,
+            "reference": 1.609,
+            "best_step": 4,
+            "best_level": 0.9,
+        },
         Recommendation("Lower the LR 10x", {"action": "scale_lr", "factor": 0.1}),
     )
     p = Policy(PolicyConfig(mode="act", max_rollbacks=1))
@@ -177,6 +183,29 @@ def test_a_run_stuck_at_chance_with_a_high_lr_goes_back_to_its_best_point() -> N
     # Out of rollbacks: the cut alone.
     again = stuck.replace(id="again", step=80)
     assert actions(p, again) == [("scale_lr", {"factor": 0.1})]
+
+
+def test_a_run_that_never_learnt_goes_back_to_the_start() -> None:
+    # MiniLM at lr 3e-3 (bench/interventions seed 1): collapsed within the warmup; its lowest
+    # loss level (step 16) is noise at chance, and the snapshot there is already broken
+    stuck = Finding(
+        Kind.LR_TOO_HIGH,
+        35,
+        Severity.WARNING,
+        "stuck at chance, bouncing loss",
+        {
+            "rule": "stuck, bouncing loss",
+            "level": 1.5,
+            "reference": 1.609,
+            "best_step": 16,
+            "best_level": 1.45,
+        },
+        Recommendation("Lower the LR 10x", {"action": "scale_lr", "factor": 0.1}),
+    )
+    assert actions(Policy(PolicyConfig(mode="act")), stuck) == [
+        ("rollback", {"before_step": 1}),
+        ("scale_lr", {"factor": 0.1}),
+    ]
 
 
 def test_an_oscillating_lr_is_only_cut_by_the_policy_factor() -> None:

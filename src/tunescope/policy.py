@@ -30,6 +30,7 @@ from .diagnose.findings import Finding, Kind, Severity
 from .store import EventRecord
 
 NO_LEARNING = 0.9  # a training loss at >= this x its no-learning level has learnt nothing
+NEVER_LEARNED = 0.6  # ... and one whose best level stayed above this x never learnt at all
 
 
 class Mode(StrEnum):
@@ -280,7 +281,9 @@ def rollback_point(finding: Finding) -> int | None:
     Two signs: the detector recommends a rollback (`{"action": "rollback", "step": S}`: go back
     to S or earlier), or an `lr_too_high` finding whose evidence puts the training loss at the
     no-learning level (`level` >= 0.9 x `reference`: the model collapsed, go back to its best
-    point `best_step` or earlier).
+    point `best_step` or earlier) — or, when even its best level stayed above 0.6 x `reference`
+    (`best_level`: it never learnt, its "best" point is noise in a loss that was already
+    broken), to the start of training.
     """
     rec = finding.recommendation.intervention or {}
     step = rec.get("step")
@@ -295,6 +298,9 @@ def rollback_point(finding: Finding) -> int | None:
         and ref > 0
         and level >= NO_LEARNING * ref
     ):
+        best_level = ev.get("best_level")
+        if isinstance(best_level, int | float) and best_level > NEVER_LEARNED * ref:
+            return 1  # the snapshot at step 0 (or the earliest kept): the last good state
         return (int(best) if isinstance(best, int | float) else finding.step - 1) + 1
     return None
 
