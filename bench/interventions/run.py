@@ -269,14 +269,12 @@ def _median(values: list[float]) -> float:
 def table() -> str:
     """The Markdown table of every cached result, plus the issue's targets."""
     lines = [
-        "| scenario | variant | seeds | test acc (median) | per seed | vs observe | "
+        "| scenario | variant | seeds | test acc (median) | per seed | vs observe (same seeds) | "
         "steps (median) | vs observe | best val acc | interventions (kind@step, per seed) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in SCENARIOS:
-        base = load(scenario, "observe")
-        base_acc = _median([r["test_accuracy"] for r in base]) if base else None
-        base_steps = _median([r["steps"] for r in base]) if base else None
+        base = {r["seed"]: r for r in load(scenario, "observe")}
         for variant in VARIANTS:
             rows = load(scenario, variant)
             if not rows:
@@ -287,8 +285,16 @@ def table() -> str:
                 ",".join(f"{i['kind']}@{i['step']}" for i in r["interventions"]) or "-"
                 for r in rows
             ]
-            d_acc = f"{100 * (acc - base_acc):+.1f} pt" if base_acc is not None else ""
-            d_steps = f"{steps / base_steps:.2f}x" if base_steps else ""
+            # against observe on the same seeds (median of the per-seed differences / ratios)
+            pairs = [(r, base[r["seed"]]) for r in rows if r["seed"] in base]
+            d_acc = (
+                f"{100 * _median([r['test_accuracy'] - b['test_accuracy'] for r, b in pairs]):+.1f} pt"
+                if pairs
+                else ""
+            )
+            d_steps = (
+                f"{_median([r['steps'] / b['steps'] for r, b in pairs]):.2f}x" if pairs else ""
+            )
             best_val = _median([r["best_val_accuracy"] or 0.0 for r in rows])
             per_seed = " ".join(f"{r['test_accuracy']:.3f}" for r in rows)
             lines.append(
@@ -310,9 +316,16 @@ def targets() -> list[str]:
     lr_act = med("lr3e-3", "act", "test_accuracy")
     if healthy is not None and lr_act is not None:
         gap = 100 * (healthy - lr_act)
+        ok_seeds = {r["seed"]: r["test_accuracy"] for r in load("healthy", "observe")}
+        paired = [
+            100 * (ok_seeds[r["seed"]] - r["test_accuracy"])
+            for r in load("lr3e-3", "act")
+            if r["seed"] in ok_seeds
+        ]
         out.append(
             f"- lr3e-3: act {lr_act:.4f} vs healthy {healthy:.4f}: {gap:+.1f} points "
-            f"({'PASS' if gap <= 2 else 'FAIL'}, target <= 2)"
+            f"({'PASS' if gap <= 2 else 'FAIL'}, target <= 2); per seed "
+            f"{' '.join(f'{g:+.1f}' for g in paired)}"
         )
     o_acc, a_acc = (
         med("overfit", "observe", "test_accuracy"),
