@@ -206,7 +206,12 @@ def main() -> None:
         order = VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]
         for variant in order:
             results[variant].append(run_worker(variant, ns))
-            print(f"rep {rep + 1}/{ns.reps} {variant} done", file=sys.stderr)
+            r = results[variant][-1]
+            print(
+                f"rep {rep + 1}/{ns.reps} {variant}: {step_time(r):.4f} s/step, hooks "
+                f"{1000 * r['hook_seconds_per_step']:.1f} ms/step",
+                file=sys.stderr,
+            )
     lines, identical = table(results, ns.batch)
     command = " ".join([".venv/bin/python bench/callback_overhead/run.py", *sys.argv[1:]])
     report = [

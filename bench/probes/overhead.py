@@ -72,6 +72,7 @@ def worker(variant: str, max_steps: int | None, store: str) -> dict[str, Any]:
         "train_runtime_s": float(info.summary.get("train/runtime", float("nan"))),
         "probe_s": probe_s,
         "steps": outcome.steps,
+        "test_accuracy": outcome.test.get("test/accuracy"),
         "losses": loss.values.tolist(),
         "probe_keys": sorted(k for k in keys if k.startswith(("probe/", "train/grad_norm/"))),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -177,6 +178,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--max-steps", type=int, default=None, help="shorten the demo (checks only)")
+    ap.add_argument(
+        "--lora-max-steps",
+        type=int,
+        default=None,
+        help="shorten only the LoRA runs (their memory ratio is the budget; time is the full's)",
+    )
     ap.add_argument("--no-write", action="store_true", help="do not update the results JSON")
     ap.add_argument(
         "--ratio-only", action="store_true", help="only the probe/step ratio and the CKA timing"
@@ -200,11 +207,12 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     for rep in range(args.reps):
         for v in VARIANTS:
-            r = _spawn(v, args.max_steps)
+            r = _spawn(v, args.lora_max_steps if v.startswith("lora") else args.max_steps)
             runs[v].append(r)
             print(
                 f"rep {rep + 1} {v:12s} {r['total_s']:7.1f} s  probes {r['probe_s']:5.1f} s  "
-                f"peak {r['peak_rss_mb']:7.0f} MB",
+                f"peak {r['peak_rss_mb']:7.0f} MB  steps {r['steps']}  "
+                f"test acc {r['test_accuracy']}",
                 flush=True,
             )
     rows = [
@@ -227,6 +235,7 @@ def main() -> None:
         out = {
             "reps": args.reps,
             "max_steps": args.max_steps,
+            "lora_max_steps": args.lora_max_steps,
             "rows": rows,
             "cka_ms": cka_ms,
             "step_ratio": ratio,

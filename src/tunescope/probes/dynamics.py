@@ -210,8 +210,10 @@ class Watcher:
             return
         with torch.no_grad():
             now = [p.detach() for p in self.params]
-            delta = _stack(torch._foreach_norm(torch._foreach_sub(now, before)))
             weight = _stack(torch._foreach_norm(before))
+            # in place: the copy becomes the (negated) update, no second model-sized allocation
+            torch._foreach_sub_(before, now)
+            delta = _stack(torch._foreach_norm(before))
             num = delta.pow(2).sum().sqrt()
             den = weight.pow(2).sum().sqrt()
             self.run._stage("train/update_ratio", num / den.clamp_min(1e-12))
