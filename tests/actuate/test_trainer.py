@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tunescope
+from tinymodels import bert_config
 from tunescope.store import Store
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,6 @@ def _dataset(n: int, seed: int, random_labels: bool = False) -> Any:
 
 def _trainer(tmp_path: Path, callbacks: list[Any], **args: Any) -> Any:
     from transformers import (
-        BertConfig,
         BertForSequenceClassification,
         Trainer,
         TrainingArguments,
@@ -38,17 +38,7 @@ def _trainer(tmp_path: Path, callbacks: list[Any], **args: Any) -> Any:
     )
 
     set_seed(0)
-    model = BertForSequenceClassification(
-        BertConfig(
-            vocab_size=64,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=32,
-            num_labels=2,
-        )
-    )
+    model = BertForSequenceClassification(bert_config(max_position_embeddings=32, num_labels=2))
     random_labels = args.pop("random_labels", False)
     defaults: dict[str, Any] = {
         "output_dir": str(tmp_path / "out"),

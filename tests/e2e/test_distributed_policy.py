@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import tunescope
+from tinymodels import bert_config
 from tunescope.store import Store
 
 STEPS, SABOTAGE_AT = 90, 45
@@ -94,7 +95,6 @@ def _trainer_worker(rank: int, world: int, store: str, port: int, out: str) -> N
     )
     from datasets import Dataset
     from transformers import (
-        BertConfig,
         BertForSequenceClassification,
         Trainer,
         TrainerCallback,
@@ -109,17 +109,7 @@ def _trainer_worker(rank: int, world: int, store: str, port: int, out: str) -> N
                 sched.base_lrs = [b * 1e20 for b in sched.base_lrs]  # type: ignore[attr-defined]
 
     set_seed(0)
-    model = BertForSequenceClassification(
-        BertConfig(
-            vocab_size=64,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=32,
-            num_labels=2,
-        )
-    )
+    model = BertForSequenceClassification(bert_config(max_position_embeddings=32, num_labels=2))
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(4, 64, (96, 12), generator=g)
     data = Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})

@@ -8,6 +8,8 @@ import json
 import random
 from pathlib import Path
 
+from tinymodels import bert_config, gpt2_config
+
 TOPICS = {
     "sport": "match goal team coach league score player season",
     "money": "market stock profit bank shares price trade economy",
@@ -72,37 +74,20 @@ def corpus() -> list[str]:
 def save_tiny_bert(path: Path) -> Path:
     """A 2-layer, 32-wide BERT encoder with random weights (dropout on) and the word-level
     tokenizer, saved as a model directory."""
-    from transformers import BertConfig, BertModel, set_seed
+    from transformers import BertModel, set_seed
 
     make_tokenizer(corpus(), path)
     set_seed(0)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(path)
+    BertModel(bert_config()).save_pretrained(path)
     return path
 
 
 def save_tiny_gpt2(path: Path) -> Path:
     """A 2-layer, 32-wide GPT-2 with random weights and the word-level tokenizer, saved as a
     model directory."""
-    from transformers import GPT2Config, GPT2LMHeadModel, set_seed
+    from transformers import GPT2LMHeadModel, set_seed
 
     make_tokenizer(corpus(), path)
     set_seed(0)
-    config = GPT2Config(
-        vocab_size=64,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        n_positions=64,
-        bos_token_id=3,
-        eos_token_id=3,
-    )
-    GPT2LMHeadModel(config).save_pretrained(path)
+    GPT2LMHeadModel(gpt2_config()).save_pretrained(path)
     return path

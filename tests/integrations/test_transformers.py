@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tunescope
+from tinymodels import bert_config
 from tunescope.integrations.transformers import map_logs
 from tunescope.store import Store
 
@@ -104,19 +105,10 @@ def _dataset(n: int = 48, seed: int = 0) -> Any:
 
 
 def _bert() -> Any:
-    from transformers import BertConfig, BertForSequenceClassification, set_seed
+    from transformers import BertForSequenceClassification, set_seed
 
     set_seed(0)
-    cfg = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        num_labels=2,
-    )
-    return BertForSequenceClassification(cfg)
+    return BertForSequenceClassification(bert_config(max_position_embeddings=32, num_labels=2))
 
 
 def _trainer(tmp_path: Path, callbacks: list[Any], model: Any = None, **args: Any) -> Any:

@@ -9,26 +9,17 @@ import pytest
 import torch
 
 import tunescope
+from tinymodels import bert_config
 from tunescope.probes.dynamics import Watcher
 from tunescope.probes.groups import layer_groups
 from tunescope.store import Store
 
 
 def _bert() -> torch.nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=3,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    cfg = bert_config(num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return BertForSequenceClassification(cfg)
 
 

@@ -8,24 +8,16 @@ import math
 import pytest
 import torch
 
+from tinymodels import bert_config
 from tunescope.probes.drift import Drift
 from tunescope.probes.groups import layer_groups
 
 
 def _bert(num_labels: int = 3) -> torch.nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-    )
-    return BertForSequenceClassification(cfg)
+    return BertForSequenceClassification(bert_config(num_labels=num_labels))
 
 
 def _lora(model: torch.nn.Module) -> torch.nn.Module:

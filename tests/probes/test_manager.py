@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tinymodels import bert_config
 from tunescope.probes.isolation import untouched
 from tunescope.probes.manager import Probes, Settings
 from tunescope.probes.representations import ProbeBatch
@@ -26,20 +27,10 @@ class Log:
 
 
 def _bert(dropout: float = 0.1) -> torch.nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=2,
-        hidden_dropout_prob=dropout,
-    )
-    return BertForSequenceClassification(cfg)
+    return BertForSequenceClassification(bert_config(num_labels=2, hidden_dropout_prob=dropout))
 
 
 def _rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
