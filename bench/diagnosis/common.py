@@ -20,18 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-KINDS = (
-    "overfitting",
-    "underfitting",
-    "forgetting",
-    "divergence",
-    "loss_spike",
-    "lr_too_high",
-    "lr_too_low",
-    "plateau",
-    "exploding_gradients",
-    "vanishing_gradients",
-)
+from tunescope.diagnose import Kind
+
+# every finding kind, in the order of `tunescope.diagnose.Kind` (the tables follow it)
+KINDS = tuple(k.value for k in Kind)
 
 HOLDOUT_SEED = 2  # every scenario runs seeds 0, 1, 2; seed 2 is the held-out third
 # Extra seeds (>= 3) are tuning data only: cheap families run more of them, so the tuning split
