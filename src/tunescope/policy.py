@@ -27,10 +27,8 @@ from typing import Any
 
 from .control import Control
 from .diagnose.findings import Finding, Kind, Severity
+from .diagnose.learning import COLLAPSED, LEARNED
 from .store import EventRecord
-
-NO_LEARNING = 0.9  # a training loss at >= this x its no-learning level has learnt nothing
-NEVER_LEARNED = 0.6  # ... and one whose best level stayed above this x never learnt at all
 
 
 class Mode(StrEnum):
@@ -296,10 +294,10 @@ def rollback_point(finding: Finding) -> int | None:
         and isinstance(level, int | float)
         and isinstance(ref, int | float)
         and ref > 0
-        and level >= NO_LEARNING * ref
+        and level >= COLLAPSED * ref
     ):
         best_level = ev.get("best_level")
-        if isinstance(best_level, int | float) and best_level > NEVER_LEARNED * ref:
+        if isinstance(best_level, int | float) and best_level > LEARNED * ref:
             return 1  # the snapshot at step 0 (or the earliest kept): the last good state
         return (int(best) if isinstance(best, int | float) else finding.step - 1) + 1
     return None
