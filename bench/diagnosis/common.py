@@ -25,9 +25,13 @@ from tunescope.diagnose import Kind
 # every finding kind, in the order of `tunescope.diagnose.Kind` (the tables follow it)
 KINDS = tuple(k.value for k in Kind)
 
-HOLDOUT_SEED = 2  # every scenario runs seeds 0, 1, 2; seed 2 is the held-out third
-# Extra seeds (>= 3) are tuning data only: cheap families run more of them, so the tuning split
-# holds more examples of what the holdout exposed (an eval loss that wobbles without overfitting).
+# The held-out seeds: every scenario of every family runs them, and the detectors are never
+# calibrated on them. Seed 2 was the first holdout; its one false alarm was read (and fixed), so
+# it became tuning data and these three fresh seeds, generated before that fix was made and
+# scored once after it was frozen, took its place.
+HOLDOUT_SEEDS = (13, 14, 15)
+# Tuning seeds: 0, 1, 2 for every scenario (`Scenario.seeds`); the cheap families run more of
+# them, so the tuning split holds more examples of an eval loss that wobbles without overfitting.
 CHEAP_SEEDS = (0, 1, 2, 3, 4, 5, 6)
 # ... and the scenarios whose eval loss wobbles (healthy SGD / BatchNorm nets, RNNs whose
 # gradients explode, an LR too high) or that overfit run more still.
@@ -51,7 +55,7 @@ class Scenario:
     allowed: tuple[str, ...] = ()
     describe: str = ""
     reference: str | None = None  # same family's scenario whose same-seed run is the baseline
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2)  # tuning seeds; every scenario also runs HOLDOUT_SEEDS
 
     def __post_init__(self) -> None:
         unknown = set(self.intended) | set(self.allowed)
@@ -60,6 +64,13 @@ class Scenario:
             raise ValueError(f"scenario {self.name}: unknown kinds {sorted(unknown)}")
         if set(self.intended) & set(self.allowed):
             raise ValueError(f"scenario {self.name}: a kind is both intended and allowed")
+        if set(self.seeds) & set(HOLDOUT_SEEDS):
+            raise ValueError(f"scenario {self.name}: a held-out seed among its tuning seeds")
+
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        """Tuning seeds, then the held-out ones."""
+        return (*self.seeds, *HOLDOUT_SEEDS)
 
 
 @dataclass
@@ -78,8 +89,8 @@ def run_name(family: str, scenario: str, seed: int) -> str:
 
 
 def split_of(seed: int) -> str:
-    """Seed 2 is held out; every other seed (0, 1 and the extra seeds >= 3) tunes."""
-    return "holdout" if seed == HOLDOUT_SEED else "tune"
+    """Seeds 13-15 are held out; every other seed (0-2 and the extra seeds 3-12) tunes."""
+    return "holdout" if seed in HOLDOUT_SEEDS else "tune"
 
 
 def irregular_seed(seed: int) -> bool:

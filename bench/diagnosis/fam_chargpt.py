@@ -23,6 +23,7 @@ from common import (
     RunFacts,
     Scenario,
     eval_schedule,
+    fault_step,
     irregular_seed,
     seed_everything,
     short,
@@ -304,7 +305,7 @@ SCENARIOS: dict[str, tuple[Scenario, Callable[[int], Setup]]] = {
                 ("exploding_gradients",),
                 "scheduler bug: lr x30 for one step mid-run",
             ),
-            lambda seed: replace(BASE, lr_glitch=(100 + 20 * seed, 1, 30.0)),
+            lambda seed: replace(BASE, lr_glitch=(fault_step(100, 20, seed, 300), 1, 30.0)),
         ),
     ]
 }

@@ -136,6 +136,7 @@ def relabel(data: dict[str, Any]) -> dict[str, Any]:
             entry["expected"], entry["excluded"] = [], "scenario no longer defined"
             continue
         entry.update(intended=list(sc.intended), allowed=list(sc.allowed), describe=sc.describe)
+        entry["split"] = split_of(entry["seed"])
         entry["reference"] = (
             run_name(entry["family"], sc.reference, entry["seed"]) if sc.reference else None
         )
@@ -159,7 +160,7 @@ def _tasks(
         for name, sc in scenarios(fam).items():
             if only and name not in only:
                 continue
-            out.extend((fam, name, seed) for seed in sc.seeds if seeds is None or seed in seeds)
+            out.extend((fam, name, seed) for seed in sc.all_seeds if seeds is None or seed in seeds)
     return out
 
 

@@ -344,6 +344,10 @@ def _high_lr_eval(s: int) -> float:
     return 0.8 + 1.5 * math.exp(-s / 60)
 
 
+def _train_bounces_121_135(s: int) -> float:
+    return LN10 * (0.1 + 0.9 * math.exp(-s / 80)) * (1.45 if 121 <= s <= 135 else 1.0)
+
+
 OVERFIT_LOOKALIKES: dict[str, Spec] = {
     # BatchNorm net (suite: deep-relu-bn-12): the eval loss jitters ~8% between evaluations;
     # a lucky low evaluation at 300, then 10%, 14%, 18% above it while accuracy holds.
@@ -360,6 +364,21 @@ OVERFIT_LOOKALIKES: dict[str, Spec] = {
         loss=_train_jumps_at_240,
         eval_loss=_eval_200(_SLOW_EVAL, {220: 1.027, 240: 1.16}),
         eval_acc=lambda s: 0.96 - 0.86 * math.exp(-s / 60) - (0.06 if s == 240 else 0.0),
+    ),
+    # SGD with momentum (suite: digits-healthy-sgd-s2): mid-descent the eval loss rises 8%,
+    # 19%, 46% above its best at three evaluations, accuracy down 9 points, while the train
+    # loss fell overall but rose ~20% between two of them; then it falls to a new best.
+    "momentum bounce: eval loss up three times, the train loss up between two of them": Spec(
+        loss=_train_bounces_121_135,
+        eval_loss=lambda s: (
+            _SLOW_EVAL(100) * {120: 1.08, 140: 1.19, 160: 1.46}.get(s, 0) or _SLOW_EVAL(s)
+        ),
+        eval_acc=lambda s: (
+            0.96
+            - 0.86 * math.exp(-s / 50)
+            - {120: 0.03, 140: 0.05}.get(s, 0.0)
+            - (0.09 if s == 160 else 0.0)
+        ),
     ),
     # LR too high (suite: digits-lr-high): the eval loss has wobbled 14% and come back; after
     # the best, one evaluation 4% up, then a one-off jump of 75% with accuracy collapsing.

@@ -33,6 +33,7 @@ TRAIN_MIN_FALL = 0.05  # train loss level must have fallen 5% since the best eva
 MEMORISED = 0.05  # ... unless it is already this small (x the no-learning level): memorised
 TRAIN_STABLE = 1.25  # recent train level at most this x its best: training is not unstable
 FITTED = 0.8  # ... and be below this x the no-learning level (the model fits its training data)
+TRAIN_UPTICK = 0.05  # train level over one interval 5% above the interval before: it got worse
 # Evaluation rises while the model is unstable or not learning belong to those findings.
 _NOT_OVERFITTING = frozenset(
     {
@@ -194,6 +195,13 @@ class OverfittingDetector:
         at_best, at_now = self.level_at.get(ev.best_step), self.level_at.get(ev.steps[-1])
         if at_best is not None and at_now is not None and at_now > at_best:
             return False  # the train loss jumped with the eval loss: instability, not memorising
+        # Overfitting fits the training data better at every evaluation since the best while
+        # held-out data gets worse. A train loss that also rose between two of those
+        # evaluations means the whole model got worse for a while (an SGD-momentum bounce):
+        # instability that may come back, not memorising.
+        since = [self.train_at[s] for s in ev.steps[ev.best_index :] if s in self.train_at]
+        if any(b > a * (1.0 + TRAIN_UPTICK) for a, b in itertools.pairwise(since)):
+            return False
         return change
 
     def _signal(self, ev: EvalTrack, f: dict[str, Any]) -> Signal:
