@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -84,22 +86,109 @@ def test_records_train_and_eval_metrics(store_dir: Path) -> None:
     assert reader.series(info.id, "eval/loss").steps.tolist() == [6, 12, 18, 24]
 
 
-def test_divergence_stops_training_in_act_mode(store_dir: Path) -> None:
+class Sabotage(pl.Callback):
+    """A learning rate x1e20 that appears after one optimizer step and stays (the optimizer's
+    state holds it, so only a rollback, which reloads that state, undoes it)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.at:
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] *= 1e20
+
+
+def test_divergence_rolls_back_and_training_resumes_in_act_mode(store_dir: Path) -> None:
     train, val = loaders()
-    cb = LightningCallback(project="lit", name="boom", mode="act")
-    t = trainer(cb, 60)
-    t.fit(TinyClassifier(explode_at=10), train, val)
-    assert t.global_step < 60  # stopped by tunescope, not by the budget
+    cb = LightningCallback(project="lit", name="boom", mode="act", console=None)
+    t = trainer(cb, 48)
+    t.callbacks.append(Sabotage(at=14))
+    model = TinyClassifier()
+    t.fit(model, train, val)
     reader = Store(store_dir).reader()
     info = reader.run("boom")
     events = reader.events(info.id)
-    kinds = [(e.type, e.kind) for e in events]
-    assert ("finding", "divergence") in kinds
-    acted = {e.kind: e for e in events if e.type == "intervention"}
-    assert set(acted) == {"stop", "scale_lr"}
-    assert "cannot rollback" in acted["stop"].message
-    assert acted["scale_lr"].data["before"]["lr"] == [0.05]
-    assert acted["scale_lr"].data["after"]["lr"] == [0.025]
+    assert ("finding", "divergence") in [(e.type, e.kind) for e in events]
+    acts = [e for e in events if e.type == "intervention"]
+    assert [e.kind for e in acts][:2] == ["rollback", "scale_lr"]
+    rollback = acts[0]
+    assert rollback.data["after"]["step"] == 12  # the snapshot (a validation) before step 14
+    assert acts[1].data["after"]["lr"] == [0.025]  # the snapshot's lr, halved
+    loss = reader.series(info.id, "train/loss")
+    assert set(loss.segs.tolist()) == {0, 1}
+    assert loss.steps[loss.segs == 0].max() == rollback.step  # abandoned points are kept
+    assert loss.steps[loss.segs == 1].min() == 14  # logged again right after the snapshot
+    assert np.isfinite(loss.values[loss.segs == 1]).all()
+    # Lightning's own counter and budget are untouched: it ran its 48 optimizer steps.
+    assert t.global_step == 48
+    assert loss.steps[-1] == 48 - (rollback.step - 12)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_run_that_keeps_diverging_is_stopped_after_the_rollbacks_allowed(
+    store_dir: Path,
+) -> None:
+    train, val = loaders()
+    cb = LightningCallback(project="lit", name="nan", mode="act", console=None)
+    t = trainer(cb, 60)
+    model = TinyClassifier(explode_at=10)  # NaN loss from step 10 on, whatever is done
+    t.fit(model, train, val)
+    assert t.global_step < 60  # stopped by tunescope, not by the budget
+    reader = Store(store_dir).reader()
+    acts = [e.kind for e in reader.events(reader.run("nan").id, types=["intervention"])]
+    assert acts.count("rollback") == 2  # the policy's default max_rollbacks
+    assert "stop" in acts and acts.index("stop") > max(
+        i for i, a in enumerate(acts) if a == "rollback"
+    )
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # not the NaN weights
+
+
+def _val_loss(model: TinyClassifier, val: DataLoader) -> float:  # type: ignore[type-arg]
+    x, y = next(iter(val))
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(model.net(x), y))
+
+
+def test_overfitting_stops_and_ends_on_the_best_weights_in_act_mode(store_dir: Path) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(24, 8, generator=g)
+    train = DataLoader(TensorDataset(x, torch.randint(0, 3, (24,), generator=g)), batch_size=4)
+    xv = torch.randn(32, 8, generator=g)
+    val = DataLoader(TensorDataset(xv, torch.randint(0, 3, (32,), generator=g)), batch_size=32)
+    cb = LightningCallback(project="lit", name="overfit", mode="act", console=None)
+    t = trainer(cb, 600)
+    model = TinyClassifier(lr=0.5)  # random labels: it can only memorise them
+    t.fit(model, train, val)
+    assert t.global_step < 600
+    reader = Store(store_dir).reader()
+    info = reader.run("overfit")
+    acts = reader.events(info.id, types=["intervention"])
+    assert {"restore_best", "stop"} <= {e.kind for e in acts}
+    evals = reader.series(info.id, "eval/loss")
+    restored = next(e for e in acts if e.kind == "restore_best")
+    assert restored.data["after"]["step"] == int(evals.steps[evals.values.argmin()])
+    # the weights training ended with are the best evaluated ones, not the last
+    assert _val_loss(model, val) == pytest.approx(float(evals.values.min()), rel=1e-5)
+    assert _val_loss(model, val) < float(evals.values[-1])
+
+
+def test_act_mode_does_not_change_a_healthy_run(store_dir: Path) -> None:
+    train, val = loaders()
+    torch.manual_seed(0)
+    plain = TinyClassifier()
+    trainer(LightningCallback(project="lit", name="plain", mode="observe"), 24).fit(
+        plain, train, val
+    )
+    torch.manual_seed(0)
+    acted = TinyClassifier()
+    trainer(LightningCallback(project="lit", name="acted", mode="act"), 24).fit(acted, train, val)
+    reader = Store(store_dir).reader()
+    losses = [reader.series(reader.run(n).id, "train/loss").values for n in ("plain", "acted")]
+    assert losses[0].tolist() == losses[1].tolist()
+    for p, q in zip(plain.parameters(), acted.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert reader.events(reader.run("acted").id, types=["intervention"]) == []
 
 
 def test_run_given_is_left_open(store_dir: Path) -> None:

@@ -2,7 +2,8 @@
 
 The policy (`tunescope.policy`) decides; this package applies: `Actuator` carries out the
 interventions queued on `run.control` on a torch model/optimizer/scheduler, `Guard` wires it
-into a plain PyTorch loop, `TrainerActuation` into `tunescope.TrainerCallback`.
+into a plain PyTorch loop, `OffsetActuation` into `tunescope.TrainerCallback` and
+`tunescope.LightningCallback` (loops that own their step counter).
 
 >>> from tunescope.actuate import Guard        # also `tunescope.Guard`
 """

@@ -1,5 +1,8 @@
 """What `tunescope.TrainerCallback` does in mode `act`: snapshots, best weights, interventions.
 
+The state lives in `offset.OffsetActuation` (shared with the Lightning adapter); this module
+says how Trainer's arguments map onto it and why it works the way it does.
+
 Everything goes through what Trainer hands a callback — `model`, `optimizer`, `lr_scheduler`,
 `state`, `control` — and nothing else:
 
@@ -28,8 +31,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..names import canonical
-from .actuator import Actuator
 from .config import ActSettings
+from .offset import OffsetActuation
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -51,66 +54,28 @@ def default_every(state: Any) -> int:
     return max(int(getattr(state, "max_steps", 0) or 0) // 10, 1)
 
 
-class TrainerActuation:
-    """Act-mode state of one Trainer run (see the module docstring)."""
-
-    def __init__(
-        self,
-        run: Run,
-        args: Any,
-        state: Any,
-        model: Any,
-        optimizer: Any,
-        lr_scheduler: Any,
-        settings: ActSettings | None = None,
-        *,
-        console: Any = None,
-    ) -> None:
-        if model is None or optimizer is None:
-            raise RuntimeError("tunescope act mode needs the model and optimizer Trainer hands in")
-        settings = settings or ActSettings()
-        self.every = settings.snapshot_every or default_every(state)
-        self.offset = 0
-        self.done = False  # training ended: later logs (trainer.evaluate()) change nothing
-        self.actuator = Actuator(
-            run,
-            model,
-            optimizer,
-            lr_scheduler,
-            best_metric=best_metric(args),
-            keep=settings.keep,
-            memory_limit=settings.memory_limit,
-            defer_restore=True,
-            console=console,
-        )
-        self.actuator.snapshot(self.step(state))
-
-    def step(self, state: Any) -> int:
-        """The step of the current timeline (Trainer's step less the steps rolled back)."""
-        return int(state.global_step) - self.offset
-
-    def on_step_end(self, state: Any) -> None:
-        """Snapshot on schedule."""
-        if not self.done and state.global_step % self.every == 0:
-            self.actuator.snapshot(self.step(state))
-
-    def on_log(self, state: Any, control: Any, metrics: dict[str, float]) -> None:
-        """After a log: offer evaluated weights, then apply the decisions taken so far."""
-        run = self.actuator.run
-        if self.done:
-            run.flush()
-            run.control.synchronize()
-            return
-        step = self.step(state)
-        if any(k.startswith("eval/") for k in metrics):
-            self.actuator.evaluated(step, metrics)
-        applied = self.actuator.obey(step)
-        if applied.rollback_to is not None:
-            self.offset += step - applied.rollback_to
-        # A stop sets run.control.should_stop: the callback turns it into
-        # control.should_training_stop (and a checkpoint of the state training stopped in).
-
-    def on_train_end(self) -> None:
-        """The deferred restore-best, then drop the snapshots."""
-        self.done = True
-        self.actuator.finish()
+def trainer_actuation(
+    run: Run,
+    args: Any,
+    state: Any,
+    model: Any,
+    optimizer: Any,
+    lr_scheduler: Any,
+    settings: ActSettings | None = None,
+    *,
+    console: Any = None,
+) -> OffsetActuation:
+    """The act-mode state of one `Trainer.train()`, from what Trainer hands a callback."""
+    if model is None or optimizer is None:
+        raise RuntimeError("tunescope act mode needs the model and optimizer Trainer hands in")
+    return OffsetActuation(
+        run,
+        model,
+        optimizer,
+        lr_scheduler,
+        start=int(state.global_step),
+        every=default_every(state),
+        best_metric=best_metric(args),
+        settings=settings,
+        console=console,
+    )

@@ -252,7 +252,7 @@ class TrainerCallback(transformers.TrainerCallback):
         self._clock = time.perf_counter()
 
     def _actuation(self, args: Any, state: Any, model: Any, optimizer: Any, scheduler: Any) -> Any:
-        from ..actuate.trainer import TrainerActuation
+        from ..actuate.trainer import trainer_actuation
 
         console = self.console
         if console == "stderr":
@@ -260,7 +260,7 @@ class TrainerCallback(transformers.TrainerCallback):
 
             console = Console(stderr=True)
         assert self.run is not None
-        return TrainerActuation(
+        return trainer_actuation(
             self.run, args, state, model, optimizer, scheduler, self.act, console=console
         )
 
@@ -280,7 +280,7 @@ class TrainerCallback(transformers.TrainerCallback):
         self._clock = now
         self._steps += 1
         if self._act is not None:
-            self._act.on_step_end(state)  # snapshots on schedule
+            self._act.on_step_end(state.global_step)  # snapshots on schedule
         target = self._probe_target(kwargs)
         if target is not None:
             probes, model, run = target
@@ -347,7 +347,7 @@ class TrainerCallback(transformers.TrainerCallback):
     ) -> Any:
         """Make the monitor's decisions (so far) reach the Trainer."""
         if self._act is not None:  # mode act: flush, synchronize, apply the interventions
-            self._act.on_log(state, control, metrics)
+            self._act.on_log(state.global_step, metrics)
         else:
             run.flush()
             run.control.synchronize()
