@@ -300,6 +300,25 @@ FAULTS: dict[str, Case] = {
         Kind.OVERFITTING,
         lambda f: f.severity is Severity.INFO and f.evidence["best_step"] == 200 and f.step <= 280,
     ),
+    # MiniLM on noisy labels (suite: minilm-noisy-overfit-s15): best after 4 evaluations of a
+    # fast descent with one stray, then up 17%, 29%, 36% ... while the train loss collapses and
+    # accuracy holds. Too few evaluations to measure the noise: judged without the noise gate.
+    "overfitting right after a short, fast descent with a stray evaluation, accuracy holds": (
+        Spec(
+            steps=120,
+            eval_every=10,
+            loss=lambda s: 1.6 * math.exp(-s / 12) + 0.005,
+            eval_loss=lambda s: (
+                dict(enumerate([1.614, 1.253, 0.919, 1.058, 0.779]))[s // 10]
+                if s <= 40
+                else 0.779
+                * (1.17 + 0.06 * (s - 50) / 10 if s <= 70 else 1.36 + 0.01 * (s - 70) / 10)
+            ),
+            eval_acc=lambda s: min(0.77, 0.18 + 0.6 * s / 40),
+        ),
+        Kind.OVERFITTING,
+        lambda f: f.severity is Severity.INFO and f.evidence["best_step"] == 40 and f.step <= 70,
+    ),
     "overfitting after an early wobble of the eval loss (the rise outgrows it)": (
         Spec(
             steps=600,

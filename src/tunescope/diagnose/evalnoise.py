@@ -32,6 +32,11 @@ from .stats import median
 
 WOBBLE_KEEP = 3  # recovered excursions remembered: the metric's *recent* wobble
 NOISE_WINDOW = 8  # second differences of the evaluations that measure one evaluation's noise
+# One stray evaluation enters three second differences: the MAD ignores it only when those are
+# fewer than half, so at least 7 second differences (9 evaluations) up to the best, else no
+# estimate. With 3 (the old minimum), a bump during the fast early descent of a pretrained
+# model became "the noise" and hid a 44% rise (suite: minilm-noisy-overfit-s15).
+MIN_POINTS = 9
 MAD_TO_SIGMA = 1.4826  # MAD x this estimates the standard deviation of a normal sample
 
 
@@ -88,7 +93,8 @@ class Wobble:
 
 
 def change_sigma(ev: EvalTrack) -> float | None:
-    """The noise of one evaluation of `ev`'s metric, as a worsening; None with too few points.
+    """The noise of one evaluation of `ev`'s metric, as a worsening; None with fewer than
+    `MIN_POINTS` finite evaluations up to the best.
 
     MAD of the last `NOISE_WINDOW` second differences (v[i+1] - 2 v[i] + v[i-1]) of the
     evaluations up to the best, x 1.4826 / sqrt(6) (for independent noise of sigma, a second
@@ -106,7 +112,7 @@ def change_sigma(ev: EvalTrack) -> float | None:
         for v in ev.values[max(0, end - NOISE_WINDOW - 2) : end]
         if v - v == 0.0
     ]
-    if len(vals) < 5:  # at least 3 second differences
+    if len(vals) < MIN_POINTS:
         return None
     changes = [b - a for a, b in itertools.pairwise(vals)]
     curv = [b - a for a, b in itertools.pairwise(changes)]
