@@ -319,6 +319,23 @@ FAULTS: dict[str, Case] = {
         Kind.OVERFITTING,
         lambda f: f.severity is Severity.INFO and f.evidence["best_step"] == 40 and f.step <= 70,
     ),
+    # A memorised training set (train loss < 5% of ln C) and an eval loss 12%, then 20% above
+    # its best while accuracy holds (suite: MiniLM on noisy labels): two evaluations suffice.
+    "overfitting of a model that memorised its training data, accuracy holds: 2 evaluations": (
+        Spec(
+            steps=140,
+            eval_every=10,
+            loss=lambda s: LN10 * math.exp(-s / 10) + 0.005,
+            eval_loss=lambda s: (
+                0.6 + 1.7 * (1 - s / 80) ** 2
+                if s <= 80
+                else 0.6 * {90: 1.12, 100: 1.2}.get(s, 1.25)
+            ),
+            eval_acc=lambda s: min(0.8, 0.1 + 0.7 * s / 60),
+        ),
+        Kind.OVERFITTING,
+        lambda f: f.severity is Severity.INFO and f.evidence["best_step"] == 80 and f.step == 100,
+    ),
     "overfitting after an early wobble of the eval loss (the rise outgrows it)": (
         Spec(
             steps=600,

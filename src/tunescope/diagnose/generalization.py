@@ -138,8 +138,9 @@ class OverfittingDetector:
                 # until every one of PATIENCE + 1 evaluations is clearly above the best, and
                 # the last PATIENCE by NOISE_Z sigmas of the loss's own noise (the best is
                 # the luckiest of noisy draws; a lucky dip makes every later value look high).
-                tail = after[-PATIENCE - 1 :]
-                if k <= PATIENCE or min(worsening(ev, v) for v in tail) < thr:
+                need = PATIENCE if self._memorised(st, ev) else PATIENCE + 1
+                tail = after[-need:]
+                if k < need or min(worsening(ev, v) for v in tail) < thr:
                     return None
                 sigma = change_sigma(ev)
                 if sigma is not None and lowest < NOISE_Z * sigma:
@@ -159,6 +160,11 @@ class OverfittingDetector:
             "wobble": self.wobble.bar,
             "noise": sigma,
         }
+
+    def _memorised(self, st: State, ev: EvalTrack) -> bool:
+        """The train loss over the last interval is below `MEMORISED` x the no-learning level."""
+        now, ref = self.train_at.get(ev.steps[-1]), st.reference_loss()
+        return now is not None and ref is not None and now <= MEMORISED * ref
 
     @staticmethod
     def _early(
