@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--relabel", action="store_true", help="only re-run the hindsight checks")
     args = ap.parse_args(argv)
     entries: list[dict[str, Any]] = []
+    failed: list[str] = []
     if not args.relabel:
         fams = FAMILIES if not args.family or "all" in args.family else tuple(args.family)
         tasks = _tasks(
@@ -189,13 +190,20 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         if args.jobs > 1:
             with ProcessPoolExecutor(args.jobs) as pool:
-                futures = [pool.submit(_generate_one, *t, args.store, args.threads) for t in tasks]
-                entries = [f.result() for f in futures]
+                futures = {
+                    pool.submit(_generate_one, *t, args.store, args.threads): t for t in tasks
+                }
+                for f in as_completed(futures):
+                    try:
+                        entries.append(f.result())
+                    except Exception as exc:  # one broken run must not lose the others
+                        failed.append(f"{run_name(*futures[f])}: {type(exc).__name__}: {exc}")
+                        continue
+                    _report(entries[-1])
         else:
             for t in tasks:
                 entries.append(_generate_one(*t, args.store, args.threads))
-                e = entries[-1]
-                print(f"  {e['name']:40s} {e['rows']:6d} rows {e['seconds']:6.1f}s", flush=True)
+                _report(entries[-1])
         print(f"trained {len(entries)} runs in {time.time() - t0:.0f}s")
     data = load_labels()  # read now: another generator may have added runs meanwhile
     for e in entries:
@@ -209,7 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     for r in excluded:
         print(f"  excluded {r['name']}: {r['excluded']}")
+    if failed:  # the runs that trained are saved above; these are not in the suite
+        print(f"{len(failed)} runs failed and were not added:", file=sys.stderr)
+        for line in failed:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _report(e: dict[str, Any]) -> None:
+    print(f"  {e['name']:40s} {e['rows']:6d} rows {e['seconds']:6.1f}s", flush=True)
 
 
 if __name__ == "__main__":
