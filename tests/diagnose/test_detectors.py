@@ -336,6 +336,22 @@ FAULTS: dict[str, Case] = {
         Kind.OVERFITTING,
         lambda f: f.severity is Severity.INFO and f.evidence["best_step"] == 80 and f.step == 100,
     ),
+    # A long run: the eval loss rises steadily after its best at step 1000 while the train loss
+    # falls, but the train loss bumped once right after the best (a few bad batches). That old
+    # uptick is instability evidence for the evaluations around it only, not a veto for ever.
+    "overfitting after an old, one-off uptick of the train loss": (
+        Spec(
+            steps=2400,
+            eval_every=100,
+            loss=lambda s: (
+                LN10 * (0.03 + 0.97 * math.exp(-s / 300)) * (1.4 if 1140 < s <= 1200 else 1)
+            ),
+            eval_loss=u_shape(0.3, 1000, 0.08),
+            eval_acc=None,
+        ),
+        Kind.OVERFITTING,
+        lambda f: f.evidence["best_step"] == 1000 and f.step <= 1600,
+    ),
     "overfitting after an early wobble of the eval loss (the rise outgrows it)": (
         Spec(
             steps=600,

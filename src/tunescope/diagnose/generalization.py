@@ -201,12 +201,14 @@ class OverfittingDetector:
         at_best, at_now = self.level_at.get(ev.best_step), self.level_at.get(ev.steps[-1])
         if at_best is not None and at_now is not None and at_now > at_best:
             return False  # the train loss jumped with the eval loss: instability, not memorising
-        # Overfitting fits the training data better at every evaluation since the best while
-        # held-out data gets worse. A train loss that also rose between two of those
-        # evaluations means the whole model got worse for a while (an SGD-momentum bounce):
-        # instability that may come back, not memorising.
-        since = [self.train_at[s] for s in ev.steps[ev.best_index :] if s in self.train_at]
-        if any(b > a * (1.0 + TRAIN_UPTICK) for a, b in itertools.pairwise(since)):
+        # Overfitting fits the training data ever better while held-out data gets worse. A
+        # train loss that also rose between two of the evaluations the evidence rests on (the
+        # last PATIENCE since the best, and the one before them) means the whole model got
+        # worse for a while (an SGD-momentum bounce): instability that may come back, not
+        # memorising. Only those: an old uptick of a noisy loss must not veto a long rise.
+        first = max(ev.best_index, len(ev.steps) - PATIENCE - 1)
+        recent = [self.train_at[s] for s in ev.steps[first:] if s in self.train_at]
+        if any(b > a * (1.0 + TRAIN_UPTICK) for a, b in itertools.pairwise(recent)):
             return False
         return change
 
