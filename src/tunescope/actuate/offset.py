@@ -60,7 +60,7 @@ class OffsetActuation:
             defer_restore=True,
             console=console,
         )
-        self.actuator.snapshot(start - self.offset)
+        self.actuator.snapshot(int(start))  # the state before training: always a way back
 
     def step(self, counter: int) -> int:
         """The step of the current timeline: the loop's counter less the steps rolled back."""
