@@ -191,6 +191,54 @@ def test_act_mode_does_not_change_a_healthy_run(store_dir: Path) -> None:
     assert reader.events(reader.run("acted").id, types=["intervention"]) == []
 
 
+class TwoOptimizers(pl.LightningModule):
+    """Manual optimization with one optimizer per layer (as a GAN has); NaN loss from step 10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.a, self.b = torch.nn.Linear(8, 16), torch.nn.Linear(16, 3)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self.b(torch.relu(self.a(x))), y)
+        if self.global_step >= 10:
+            loss = loss * math.nan
+        opt_a, opt_b = self.optimizers()  # type: ignore[misc]
+        opt_a.zero_grad()
+        opt_b.zero_grad()
+        self.manual_backward(loss)
+        opt_a.step()
+        self.log("train_loss", loss)
+        return loss.detach()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.cross_entropy(self.b(torch.relu(self.a(x))), y))
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            torch.optim.SGD(self.a.parameters(), lr=0.05),
+            torch.optim.SGD(self.b.parameters(), lr=0.1),
+        ]
+
+
+def test_several_optimizers_get_the_lr_cut_and_a_stop_instead_of_a_rollback(
+    store_dir: Path,
+) -> None:
+    train, val = loaders()
+    cb = LightningCallback(project="lit", name="two", mode="act", console=None)
+    t = trainer(cb, 60)
+    t.fit(TwoOptimizers(), train, val)
+    assert t.global_step < 60  # stopped by tunescope, not by the budget
+    reader = Store(store_dir).reader()
+    acted = {e.kind: e for e in reader.events(reader.run("two").id, types=["intervention"])}
+    assert set(acted) == {"stop", "scale_lr"}
+    assert "with 2 optimizers the Lightning adapter cannot rollback" in acted["stop"].message
+    assert acted["scale_lr"].data["before"]["lr"] == [0.05, 0.1]
+    assert acted["scale_lr"].data["after"]["lr"] == [0.025, 0.05]
+
+
 def test_run_given_is_left_open(store_dir: Path) -> None:
     train, val = loaders()
     run = tunescope.init("lit", name="mine")

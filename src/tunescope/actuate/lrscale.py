@@ -51,6 +51,11 @@ def scale_lr(optimizer: Any, scheduler: Any, factor: float) -> None:
         for key in GROUP_KEYS:
             if key in group and group[key] is not None:
                 group[key] = _scaled_group_value(group[key], factor)
+    scale_scheduler(scheduler, factor)
+
+
+def scale_scheduler(scheduler: Any, factor: float) -> None:
+    """Multiply the rates a scheduler (and any scheduler nested in it) recomputes from."""
     seen: set[int] = set()
     for sched in _schedulers(scheduler):
         if id(sched) in seen:

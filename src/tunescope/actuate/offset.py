@@ -42,8 +42,6 @@ class OffsetActuation:
         settings: ActSettings | None = None,
         console: Any = None,
     ) -> None:
-        if model is None or optimizer is None:
-            raise RuntimeError("tunescope act mode needs the model and optimizer being trained")
         settings = settings or ActSettings()
         self.every = max(int(settings.snapshot_every or every), 1)
         self.offset = 0

@@ -27,6 +27,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from ..actuate.config import ActSettings
+from ..actuate.lrscale import learning_rates, scale_lr, scale_scheduler
 from ..names import canonical
 from ..policy import Mode
 from ..run import Run
@@ -45,15 +46,12 @@ def _carry_out(trainer: pl.Trainer, run: Run, item: dict[str, Any]) -> None:
     message = item["reason"]
     if action == "scale_lr":
         factor = float(item["params"]["factor"])
-        groups = [g for opt in trainer.optimizers for g in opt.param_groups]
-        before["lr"] = [float(g["lr"]) for g in groups]
-        for g in groups:
-            g["lr"] *= factor
-        for cfg in trainer.lr_scheduler_configs:
-            base = getattr(cfg.scheduler, "base_lrs", None)
-            if base is not None:
-                cfg.scheduler.base_lrs = [b * factor for b in base]
-        after["lr"] = [float(g["lr"]) for g in groups]
+        before["lr"] = [lr for opt in trainer.optimizers for lr in learning_rates(opt)]
+        for opt in trainer.optimizers:
+            scale_lr(opt, None, factor)
+        for cfg in trainer.lr_scheduler_configs:  # so a scheduler step does not undo it
+            scale_scheduler(cfg.scheduler, factor)
+        after["lr"] = [lr for opt in trainer.optimizers for lr in learning_rates(opt)]
     elif action in ("rollback", "restore_best"):
         run.control.request_stop(item["reason"])
         action = "stop"
