@@ -82,6 +82,8 @@ class Context:
             return math.log(self.num_classes), "config"
         if initial_loss is None or not math.isfinite(initial_loss) or self.is_language_model:
             return None, ""
+        if not 0.5 < initial_loss < math.log(11):
+            return None, ""  # outside ln 2 .. ln 10 (and exp() of a huge loss overflows)
         c = round(math.exp(initial_loss))
         if not 2 <= c <= 10:
             return None, ""

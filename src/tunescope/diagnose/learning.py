@@ -21,7 +21,7 @@ from ..values import fmt
 from .detector import EVAL, LOSS, Signal, pct, resolved
 from .findings import Kind, Recommendation, Severity
 from .state import LONG, RECENT, UPDATE_HIGH, State
-from .stats import IQR_TO_SIGMA, Window, median
+from .stats import IQR_TO_SIGMA, NOISE_FLOOR, Window, median
 
 FAIR_SHARE = 0.25  # fraction of the budget after which "not learning yet" is a finding
 MIN_POINTS = 2 * LONG  # loss points needed when the budget is unknown
@@ -63,8 +63,8 @@ class LearningDetector:
                 return []
         loss = st.loss
         ref = st.reference_loss()
-        if ref is None or ref <= 0 or loss.level != loss.level:
-            return []
+        if ref is None or ref <= NOISE_FLOOR or loss.level != loss.level:
+            return []  # no no-learning level to compare with (a loss at or near 0, or below)
         if self.kind is not None:
             if self._over(st, ref):
                 kind, self.kind = self.kind, None

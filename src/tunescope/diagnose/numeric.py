@@ -16,7 +16,7 @@ from ..values import fmt
 from .detector import EVAL, GRAD, LOSS, Signal, resolved
 from .findings import Kind, Recommendation, Severity
 from .state import LONG, RECENT, State
-from .stats import Baseline, safe_log
+from .stats import NOISE_FLOOR, Baseline, safe_log, times
 
 HUGE_LOSS = 1e5  # a loss this large is divergence outright (AUTOTRAINER)
 BLOWUP_FACTOR = 3.0  # recent loss level this many times the no-learning reference ...
@@ -127,7 +127,9 @@ class DivergenceDetector:
         ):
             return None
         best = loss.best_long
-        fast = max(BLOWUP_FACTOR * ref, BLOWUP_BEST * best)
+        # sign-aware multiples: a falling negative loss (DPO, a log-likelihood) is never above
+        # "3x" its start, and a loss near 0 never blows up by float noise
+        fast = max(times(ref, BLOWUP_FACTOR), times(best, BLOWUP_BEST))
         if loss.level < fast:
             self.pending = None
         if loss.level >= fast and self._sustained(loss.n, loss.level):
@@ -186,7 +188,7 @@ class DivergenceDetector:
             msg = (
                 f"{first['metric']} level rose to {fmt(first['level'])} by step {first['step']}, "
                 f"above its initial {fmt(first['initial'])} and the no-learning level "
-                f"{fmt(first['reference'])}, {first['level'] / first['best_level']:.1f}x "
+                f"{fmt(first['reference'])}, {_times_text(first['level'], first['best_level'])} "
                 f"its best {fmt(first['best_level'])} (step {first['best_step']}), and stays there: "
                 "the run diverged."
             )
@@ -240,6 +242,11 @@ class SpikeDetector:
         x = loss.last
         if x - x != 0.0 or x >= HUGE_LOSS:
             self.cand = None  # divergence, not a spike
+            return []
+        if x <= NOISE_FLOOR:
+            # spikes are judged in log space, which a loss at or below 0 does not have (a DPO
+            # objective, a log-likelihood): such a loss's jumps are the divergence check's
+            self.cand = None
             return []
         lx = safe_log(x)
         cand = self.cand
@@ -334,5 +341,12 @@ def _spike_limit(median: float, st: State) -> float:
 
 
 def _band(initial: float, best: float) -> float:
-    """The top of the healthy band of the loss level: max(initial, 1.5 x best)."""
-    return max(initial, BAND_BEST * best)
+    """The top of the healthy band of the loss level: max(initial, 1.5 x best), sign-aware."""
+    return max(initial, times(best, BAND_BEST))
+
+
+def _times_text(level: float, best: float) -> str:
+    """ "4.2x" (its best) for a positive best; "1.3 above" (its best) for one at or below 0."""
+    if best > NOISE_FLOOR:
+        return f"{level / best:.1f}x"
+    return f"{fmt(level - best)} above"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ..names import higher_is_better
 from .context import Context
 from .findings import Kind
-from .stats import Window, median
+from .stats import NOISE_FLOOR, Window, median, scale_of
 
 INITIAL_POINTS = 5  # the initial loss is the median of the first finite points
 RECENT = 7  # points in a "current level" median
@@ -239,9 +239,14 @@ def is_perplexity(key: str) -> bool:
 
 def relative_rise(key: str, value: float, base: float) -> float:
     """How much worse a minimised metric is than `base`, relatively (perplexity via its log)."""
-    if is_perplexity(key) and value > 0 and base > 0:
+    if is_perplexity(key) and value > NOISE_FLOOR and base > NOISE_FLOOR:
         value, base = math.log(value), math.log(base)
-    return value / base - 1.0 if base > 0 else value - base
+    # A relative rise for a positive loss, never measured against less than the float-noise
+    # floor (1e-320 -> 2e-318 is not +21000%); a loss at or below 0 (a log-likelihood, a DPO
+    # objective) rises by its difference over |base|, or over 1 near 0 (no relative scale)
+    if base > 0:
+        return (value - base) / scale_of(base)
+    return (value - base) / max(abs(base), 1.0)
 
 
 def is_quality_metric(key: str) -> bool:

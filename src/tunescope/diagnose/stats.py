@@ -169,6 +169,34 @@ def safe_log(x: float) -> float:
     return math.log(x) if x > 1e-12 else -27.631021115928547  # log(1e-12)
 
 
+# Absolute differences of a loss below this are float noise, not a change worth a finding (a
+# constant 5e-324 loss, an eval loss going 1e-320 -> 2e-318). Above any loss a real fine-tune
+# reaches at its best (fp32 cross-entropy of a memorised batch: ~1e-7).
+NOISE_FLOOR = 1e-8
+
+
+def scale_of(x: float) -> float:
+    """The size a change of `x` is judged against: |x|, never below `NOISE_FLOOR`."""
+    return max(abs(x), NOISE_FLOOR)
+
+
+def times(x: float, k: float) -> float:
+    """`k` times a level, sign-aware: k·x for x well above 0, else x raised by (k-1)·|x|.
+
+    Losses can be negative (DPO/GRPO objectives, log-likelihoods, an ELBO) or ~0; "3x the
+    initial loss" then means "3 of its own sizes higher", never a number below it.
+
+    >>> times(2.0, 3.0), times(-1.0, 3.0)
+    (6.0, 1.0)
+    """
+    return x + (k - 1.0) * scale_of(x)
+
+
+def ratio(x: float, base: float) -> float:
+    """x / base for a positive base, sign-aware otherwise (1 + (x - base) / |base|)."""
+    return 1.0 + (x - base) / scale_of(base)
+
+
 def rel_change(new: float, old: float) -> float:
     """(new - old) / |old|, 0 when old is 0."""
     return (new - old) / abs(old) if old else 0.0
