@@ -194,6 +194,7 @@ def create_app(
     app.state.static = statics
     app.state.pages = pages
     app.state.poll = poll
+    app.state.curves = anyio.Semaphore(api.CURVES_AT_ONCE)
     app.state.shutdown = threading.Event()  # set by `tunescope ui` on Ctrl-C: ends open streams
     app.add_middleware(Guard, token=token)
     return app
