@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from ..errors import TunescopeError
+from .safe import clean
 
 app = typer.Typer(
     name="tunescope",
@@ -20,8 +21,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: `:name:` in a stored string would otherwise print as an emoji (see safe.py).
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 StoreOption = Annotated[
     Path | None,
@@ -39,7 +41,7 @@ EXIT_USER_ERROR = 2
 def fail(message: str) -> typer.Exit:
     """Print an error and return the exception to raise: `raise fail("...")`."""
     err_console.print("[bold red]error:[/] ", end="", markup=True)
-    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+    err_console.print(clean(message, newlines=True), markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USER_ERROR)
 
 
@@ -53,7 +55,8 @@ def run_app(application: typer.Typer, argv: list[str]) -> int:
         return int(exc.exit_code or 0)
     except TunescopeError as exc:
         err_console.print("[bold red]error:[/] ", end="", markup=True)
-        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        # messages quote file names, run names and values: stored or typed, never trusted
+        err_console.print(clean(exc, newlines=True), markup=False, highlight=False, soft_wrap=True)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         err_console.print("interrupted")

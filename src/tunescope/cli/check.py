@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from .app import app, console
+from .safe import literal
 from .train import ArgsArgument, quiet_libraries, resolve_config
 
 if TYPE_CHECKING:
@@ -45,10 +46,12 @@ def data_table(stats: dict[str, SplitStats], max_length: int) -> Table:
         table.add_column(f"cut at {max_length} tokens", justify="right")
     for split, s in stats.items():
         if lm:
-            table.add_row(split, str(s.examples), str(s.tokens), str(s.blocks))
+            table.add_row(literal(split), str(s.examples), str(s.tokens), str(s.blocks))
         else:
-            balance = "  ".join(f"{k} {v}" for k, v in s.class_counts.items())
-            table.add_row(split, str(s.examples), balance, f"{100 * (s.truncated or 0):.0f}%")
+            balance = "  ".join(f"{literal(k)} {v}" for k, v in s.class_counts.items())
+            table.add_row(
+                literal(split), str(s.examples), balance, f"{100 * (s.truncated or 0):.0f}%"
+            )
     return table
 
 
@@ -61,15 +64,15 @@ def model_table(p: Prepared, est: Estimate | None) -> Table:
     pc = p.params
     method = f"LoRA r={cfg.model.lora.r}" if cfg.model.lora else "full fine-tuning"
     if cfg.model.freeze:
-        method += f", frozen: {', '.join(cfg.model.freeze)}"
-    table.add_row("model", f"{cfg.model.name} ({p.source})")
+        method += f", frozen: {literal(', '.join(cfg.model.freeze))}"
+    table.add_row("model", f"{literal(cfg.model.name)} ({literal(p.source)})")
     table.add_row("parameters", f"{pc.total:,}")
     table.add_row(
         "trainable", f"{pc.trainable:,} ({100 * pc.trainable / max(pc.total, 1):.2f}%), {method}"
     )
     table.add_row("steps", f"{p.steps_per_epoch} per epoch, {p.max_steps} in all")
     if est is not None:
-        table.add_row("device", est.device)
+        table.add_row("device", literal(est.device))
         table.add_row(
             "memory",
             f"peak {_size(est.peak_bytes)} measured (weights {_size(est.weights_bytes)}, "
@@ -104,7 +107,9 @@ def check_command(
     out_dir = cfg.train.output_dir
     p = prepare(cfg, out_dir=out_dir)
     console.print(
-        f"config OK: {cfg.model.name} ({cfg.model.task}), {cfg.data.name or cfg.data.train_file}"
+        f"config OK: {literal(cfg.model.name)} ({literal(cfg.model.task)}), "
+        f"{literal(cfg.data.name or cfg.data.train_file)}",
+        highlight=False,
     )
     stats = data.stats(p.raw, p.tokenizer, cfg.data, cfg.model.task)
     console.print(data_table(stats, cfg.data.max_length))

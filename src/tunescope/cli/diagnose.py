@@ -10,6 +10,7 @@ import typer
 
 from ..errors import TunescopeError
 from .app import JsonOption, StoreOption, app, console
+from .safe import clean, literal
 
 if TYPE_CHECKING:
     from ..diagnose import Context, Finding, Report
@@ -132,8 +133,8 @@ def _print(report: Report) -> None:
     src = report.source
     name = src.get("run") or src.get("path") or "?"
     console.print(
-        f"[bold]{src.get('type', 'source')} {name}[/]: {src.get('points', 0)} points, steps "
-        f"{src.get('first_step')}–{src.get('last_step')}"
+        f"[bold]{literal(src.get('type', 'source'))} {literal(name)}[/]: "
+        f"{src.get('points', 0)} points, steps {src.get('first_step')}–{src.get('last_step')}"
         + (f", {src['segments']} segments" if src.get("segments", 1) > 1 else ""),
         highlight=False,
     )
@@ -144,9 +145,9 @@ def _print(report: Report) -> None:
     if report.unchecked:
         console.print("\n[bold]not checked[/]")
         for kind, why in sorted(report.unchecked.items()):
-            console.print(f"  {kind}: {why}", highlight=False, markup=False)
+            console.print(f"  {clean(kind)}: {clean(why)}", highlight=False, markup=False)
     for note in src.get("notes", []):
-        console.print(f"[dim]note: {note}[/]", highlight=False)
+        console.print(f"[dim]note: {literal(note)}[/]", highlight=False)
 
 
 def print_finding(f: Finding) -> None:
@@ -154,7 +155,10 @@ def print_finding(f: Finding) -> None:
     style = _SEVERITY_STYLE.get(str(f.severity), "")
     span = f"step {f.step}" + (f"–{f.last_step}" if f.last_step > f.step else "")
     state = " (resolved)" if not f.active else ""
-    console.print(f"\n[{style}]{f.severity}[/] [bold]{f.kind}[/] at {span}{state}", highlight=False)
-    console.print(f"  {f.message}", highlight=False, markup=False)
+    console.print(
+        f"\n[{style}]{literal(f.severity)}[/] [bold]{literal(f.kind)}[/] at {span}{state}",
+        highlight=False,
+    )
+    console.print(f"  {clean(f.message)}", highlight=False, markup=False)
     if f.recommendation.text:
-        console.print(f"  → {f.recommendation.text}", highlight=False, markup=False)
+        console.print(f"  → {clean(f.recommendation.text)}", highlight=False, markup=False)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from .app import JsonOption, StoreOption, app, console
+from .safe import clean, literal
 
 _SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 
@@ -64,21 +65,28 @@ def events_command(
         print(json.dumps(items, indent=2, allow_nan=False))
         return
     if not items:
-        console.print(f"no findings or interventions in run {info.name}", highlight=False)
+        console.print(f"no findings or interventions in run {literal(info.name)}", highlight=False)
     for item in items:
         style = _SEVERITY_STYLE.get(item["severity"], "")
+        severity = f"[{style}]{literal(item['severity'])}[/]"
         if item["type"] == "finding":
             span = f"step {item['step']}"
             if item["last_step"] > item["step"]:
                 span += f"–{item['last_step']}"
-            head = f"[{style}]{item['severity']}[/] finding [bold]{item['kind']}[/] {span} ({item['state']})"
+            head = (
+                f"{severity} finding [bold]{literal(item['kind'])}[/] {span} "
+                f"({literal(item['state'])})"
+            )
         else:
-            head = f"[{style}]{item['severity']}[/] intervention [bold]{item['action']}[/] step {item['step']}"
+            head = f"{severity} intervention [bold]{literal(item['action'])}[/] step {item['step']}"
         console.print(head, highlight=False)
-        console.print(f"  {item['message']}", highlight=False, markup=False)
+        console.print(f"  {clean(item['message'])}", highlight=False, markup=False)
         rec = item.get("recommendation") or {}
         if rec.get("text"):
-            console.print(f"  → {rec['text']}", highlight=False, markup=False)
+            console.print(f"  → {clean(rec['text'])}", highlight=False, markup=False)
     notes = [e for e in events if e.type not in ("finding", "intervention")]
     for ev in notes:
-        console.print(f"[dim]note {ev.kind} step {ev.step}: {ev.message}[/]", highlight=False)
+        console.print(
+            f"[dim]note {literal(ev.kind)} step {ev.step}: {literal(ev.message)}[/]",
+            highlight=False,
+        )

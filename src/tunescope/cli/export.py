@@ -12,6 +12,7 @@ import typer
 from ..io import csv as csv_io
 from ..store import Store
 from .app import StoreOption, app, err_console, fail
+from .safe import literal
 
 
 class ExportFormat(StrEnum):
@@ -51,13 +52,23 @@ def export_command(
         with tmp.open("w", newline="") as fh:
             n = csv_io.write_long(reader, info.id, fh)
         tmp.replace(output)  # never leave a half-written file under the requested name
-        err_console.print(f"wrote {n} rows of run {info.name} to {output}")
+        err_console.print(
+            f"wrote {n} rows of run {literal(info.name)} to {literal(output)}", highlight=False
+        )
         return
     from ..io import tensorboard as tb_io
 
-    target = output or Path("tb") / info.name
+    target = output or Path("tb") / _dir_name(info.name, info.id)
     n = tb_io.write(reader, info.id, target)
     err_console.print(
-        f"wrote {n} scalars of run {info.name} to {target} "
-        f"(view with: tensorboard --logdir {target})"
+        f"wrote {n} scalars of run {literal(info.name)} to {literal(target)} "
+        f"(view with: tensorboard --logdir {literal(target)})",
+        highlight=False,
     )
+
+
+def _dir_name(name: str, run_id: str) -> str:
+    """The run's name as one directory name under ./tb: a name is not a path (`../x`, `a/b`),
+    and control characters make names nobody can type."""
+    safe = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name).strip()
+    return run_id if safe in ("", ".", "..") else safe

@@ -10,6 +10,7 @@ import typer
 from ..io import csv as csv_io
 from ..store import Store
 from .app import StoreOption, app, err_console
+from .safe import literal
 
 
 @app.command("import")
@@ -42,6 +43,8 @@ def import_command(
         run.finish("failed")
         raise
     run.finish()
+    where = run.store.path if run.store else ""
     err_console.print(
-        f"imported {n} values into run {run.name} ({run.id}) in {run.store.path if run.store else ''}"
+        f"imported {n} values into run {literal(run.name)} ({literal(run.id)}) in {literal(where)}",
+        highlight=False,
     )

@@ -10,6 +10,7 @@ from rich.table import Table
 from ..store import Store
 from ..values import fmt
 from .app import JsonOption, StoreOption, app, console
+from .safe import literal
 
 _STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "bold red"}
 
@@ -30,19 +31,20 @@ def runs_command(store: StoreOption = None, json_: JsonOption = False) -> None:
         print(json.dumps([r.to_json() for r in runs], indent=2))
         return
     if not runs:
-        console.print(f"no runs yet in {Store(store, create_if_missing=False).path}")
+        console.print(f"no runs yet in {literal(Store(store, create_if_missing=False).path)}")
         return
     table = Table(title=None, show_lines=False)
     for col in ("name", "id", "project", "status", "steps", "last values", "started", "duration"):
         table.add_column(col, overflow="fold")
     for r in runs:
-        last = "  ".join(f"{k}={fmt(v)}" for k, v in r.last.items())
+        # Table cells are markup: every stored string goes in through `literal`.
+        last = "  ".join(f"{literal(k)}={fmt(v)}" for k, v in r.last.items())
         steps = "" if r.last_step is None else str(r.last_step)
         table.add_row(
-            r.name,
-            r.id,
-            r.project,
-            f"[{_STATUS_STYLE.get(r.status, '')}]{r.status}[/]",
+            literal(r.name),
+            literal(r.id),
+            literal(r.project),
+            f"[{_STATUS_STYLE.get(r.status, '')}]{literal(r.status)}[/]",
             steps,
             last,
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .app import StoreOption, app, console
+from .safe import literal
 
 if TYPE_CHECKING:
     from ..finetune.config import Config
@@ -87,8 +88,8 @@ def train_command(
     from ..finetune.recipe import train
 
     console.print(
-        f"tunescope train: {cfg.model.name} ({cfg.model.task}) on "
-        f"{cfg.data.name or cfg.data.train_file}, monitor mode {cfg.monitor.mode}",
+        f"tunescope train: {literal(cfg.model.name)} ({literal(cfg.model.task)}) on "
+        f"{literal(cfg.data.name or cfg.data.train_file)}, monitor mode {literal(cfg.monitor.mode)}",
         highlight=False,
     )
     outcome = train(cfg, resume=resume, console=console)

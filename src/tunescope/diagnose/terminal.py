@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+# The CLI's one helper for stored text on a terminal (a run imports this module only when it
+# prints its findings, so nothing else pays for the CLI package).
+from ..cli.safe import clean, literal
 from ..store import EventRecord
 from .findings import RAISED, UPDATED, Severity
 
@@ -47,15 +50,17 @@ def _rank(severity: str) -> int:
 
 
 def _print(console: Any, ev: EventRecord, *, escalated: bool) -> None:
+    # Kinds, messages and recommendations quote metric keys and values: escaped, no emoji codes.
     style = _STYLE.get(ev.severity, "")
     first = ev.data.get("first_step", ev.step)
-    what = "now " + ev.severity if escalated else ev.severity
+    what = literal("now " + ev.severity if escalated else ev.severity)
     console.print(
-        f"[{style}]tunescope {what}[/] [bold]{ev.kind}[/] at step {first}: ",
+        f"[{style}]tunescope {what}[/] [bold]{literal(ev.kind)}[/] at step {literal(first)}: ",
         end="",
         highlight=False,
+        emoji=False,
     )
-    console.print(ev.message, markup=False, highlight=False)
+    console.print(clean(ev.message), markup=False, highlight=False, emoji=False)
     rec = (ev.data.get("recommendation") or {}).get("text")
     if rec:
-        console.print(f"  → {rec}", markup=False, highlight=False)
+        console.print(f"  → {clean(rec)}", markup=False, highlight=False, emoji=False)

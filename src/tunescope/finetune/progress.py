@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..cli.safe import clean, literal
 from ..integrations.transformers import is_causal_lm, map_logs
 
 SHORT = {"accuracy": "acc", "perplexity": "ppl", "precision": "prec", "recall": "rec"}
@@ -39,7 +40,7 @@ def _fmt(value: float) -> str:
 
 def _short(key: str) -> str:
     leaf = key.rsplit("/", 1)[-1]
-    return SHORT.get(leaf, leaf)
+    return literal(SHORT.get(leaf, leaf))  # the bar's text is markup
 
 
 class ProgressDisplay(transformers.TrainerCallback):
@@ -92,7 +93,7 @@ class ProgressDisplay(transformers.TrainerCallback):
             self.eval = evals
             self.print(
                 f"step {state.global_step:>6}  "
-                + "  ".join(f"{k} {_fmt(v)}" for k, v in evals.items())
+                + "  ".join(f"{literal(k)} {_fmt(v)}" for k, v in evals.items())
             )
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, status=self._status())
@@ -103,7 +104,7 @@ class ProgressDisplay(transformers.TrainerCallback):
     def print(self, message: str) -> None:
         """A line above the bar (or plain output when the bar is not running)."""
         console = self.progress.console if self.progress is not None else self.console
-        console.print(message, highlight=False)
+        console.print(message, highlight=False, emoji=False)
 
     def show_events(self, events: Iterable[Any]) -> None:
         """Print findings and interventions (objects with type, kind, severity, message, step)."""
@@ -112,7 +113,9 @@ class ProgressDisplay(transformers.TrainerCallback):
                 continue
             style = SEVERITY_STYLE.get(getattr(e, "severity", "info"), "")
             label = "finding" if e.type == "finding" else "action"
-            self.print(f"[{style}]{label} at step {e.step}: {e.kind}[/] — {e.message}")
+            self.print(
+                f"[{style}]{label} at step {e.step}: {literal(e.kind)}[/] — {literal(e.message)}"
+            )
 
     def close(self) -> None:
         """Stop drawing (idempotent)."""
@@ -139,23 +142,26 @@ class Outcome:
 
 def summary_table(outcome: Outcome) -> Table:
     """The final table: test metrics, the best checkpoint, time and where things are."""
-    table = Table(title=f"run {outcome.run_name} ({outcome.run_id})", show_header=False)
+    # Titles and cells are markup: names, metric keys and paths go in through `literal`.
+    table = Table(
+        title=f"run {literal(outcome.run_name)} ({literal(outcome.run_id)})", show_header=False
+    )
     table.add_column("what", style="bold")
     table.add_column("value")
     for key, value in outcome.test.items():
-        table.add_row(key, _fmt(value))
+        table.add_row(literal(key), _fmt(value))
     best = outcome.best
     if best.get("value") is not None:
-        detail = f"{best['metric']} {_fmt(float(best['value']))}"
+        detail = f"{literal(best['metric'])} {_fmt(float(best['value']))}"
         table.add_row("best checkpoint", f"step {best['step']}  {detail}")
     elif best:
         table.add_row("best checkpoint", f"step {best['step']} (no validation: the last weights)")
     minutes, seconds = divmod(int(outcome.seconds), 60)
     table.add_row("trained", f"{outcome.steps} steps in {minutes}m{seconds:02d}s")
     if outcome.stopped:
-        table.add_row("stopped early", outcome.stopped)
+        table.add_row("stopped early", literal(outcome.stopped))
     for name, path in outcome.checkpoints.items():
-        table.add_row(f"{name} weights", path)
+        table.add_row(f"{literal(name)} weights", literal(path))
     return table
 
 
@@ -166,7 +172,7 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> Table:
         table.add_column(col, justify="left" if col == "class" else "right")
     for name, row in per_class.items():
         table.add_row(
-            name,
+            literal(name),
             f"{row['precision']:.3f}",
             f"{row['recall']:.3f}",
             f"{row['f1-score']:.3f}",
@@ -182,7 +188,11 @@ def print_outcome(console: Console, outcome: Outcome) -> None:
     console.print(summary_table(outcome))
     store = f" --store {outcome.store}" if outcome.store else ""
     console.print(
-        f"view with: tunescope ui{store}  |  tunescope runs{store}  |  "
-        f"tunescope diagnose {outcome.run_name}{store}",
+        clean(
+            f"view with: tunescope ui{store}  |  tunescope runs{store}  |  "
+            f"tunescope diagnose {outcome.run_name}{store}"
+        ),
         highlight=False,
+        markup=False,
+        emoji=False,
     )
