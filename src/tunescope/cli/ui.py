@@ -70,6 +70,24 @@ def _tls(certfile: Path | None, keyfile: Path | None) -> tuple[str | None, str |
     return (str(certfile) if certfile else None), (str(keyfile) if keyfile else None)
 
 
+def notices(host: str, *, tls: bool) -> list[str]:
+    """What `tunescope ui` says about serving `host` beyond this machine (nothing on loopback)."""
+    from ..ui.security import is_loopback
+
+    if is_loopback(host):
+        return []
+    lines = [
+        "serving beyond this machine: every request must carry the token above "
+        "(API clients: send it as 'Authorization: Bearer <token>')"
+    ]
+    if not tls:
+        lines.append(
+            "warning: plain HTTP sends the token and every answer in clear over the network; "
+            "put a TLS proxy in front, or pass --ssl-certfile/--ssl-keyfile"
+        )
+    return lines
+
+
 @app.command("ui")
 def ui_command(
     store: StoreOption = None,
@@ -116,18 +134,8 @@ def ui_command(
     scheme = "https" if certfile else "http"
     console.print(f"tunescope dashboard for {store_path}", highlight=False)
     console.print(f"  {_url(host, port, token, scheme)}", highlight=False, soft_wrap=True)
-    if not is_loopback(host):
-        console.print(
-            "  serving beyond this machine: every request must carry the token above "
-            "(API clients: send it as 'Authorization: Bearer <token>')",
-            highlight=False,
-        )
-        if not certfile:
-            console.print(
-                "  warning: plain HTTP sends the token and every answer in clear over the "
-                "network; put a TLS proxy in front, or pass --ssl-certfile/--ssl-keyfile",
-                highlight=False,
-            )
+    for line in notices(host, tls=certfile is not None):
+        console.print(f"  {line}", highlight=False)
     console.print("  press Ctrl-C to stop", highlight=False)
     stop = application.state.shutdown
 
