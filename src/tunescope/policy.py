@@ -215,6 +215,14 @@ class Policy:
                 )
             ]
             return out + self._scale(make, kind, stop_when_used_up=True, f=finding)
+        rec_action = (finding.recommendation.intervention or {}).get("action")
+        if response is Response.SCALE_LR_THEN_STOP and rec_action == "restore_best":
+            # the detector measured that a lower LR cannot help (the weights barely move)
+            return self._stop(
+                make,
+                f"{kind} since step {finding.step} with the weights barely moving: "
+                "stopping and restoring the best checkpoint",
+            )
         if response in (Response.SCALE_LR, Response.SCALE_LR_THEN_STOP):
             back = rollback_point(finding)
             if back is not None and st.rollbacks < cfg.max_rollbacks:

@@ -57,6 +57,12 @@ _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 RAISED, UPDATED, RESOLVED = "raised", "updated", "resolved"
 STATES = (RAISED, UPDATED, RESOLVED)
 
+# Root causes and the symptoms that follow from them: a learning rate (or a bad batch) that
+# blows the loss or the gradient norm up leaves a loss stuck at chance (underfitting, lr_too_low
+# by its tiny updates) and starved lower layers (vanishing gradients) behind it.
+ROOT_KINDS = frozenset({"divergence", "lr_too_high", "exploding_gradients"})
+CONSEQUENCE_KINDS = frozenset({"underfitting", "lr_too_low", "vanishing_gradients"})
+
 # Actions a recommendation may suggest (the policy turns them into `Control` flags).
 ACTIONS = ("stop", "scale_lr", "rollback", "restore_best", "save_checkpoint")
 
@@ -97,6 +103,10 @@ class Finding:
     last_step: int = -1
     state: str = RAISED
     metric: str = field(default="", compare=False)  # what it is about, e.g. "eval/loss"
+    # the id of the finding this one follows from (its root cause), "" when it is a root: a
+    # loss stuck at chance or dead lower layers after an LR blow-up name the blow-up here and
+    # carry no advice of their own (the root's recommendation stands)
+    caused_by: str = ""
 
     def __post_init__(self) -> None:
         if self.last_step < self.step:
@@ -125,6 +135,7 @@ class Finding:
             "id": self.id,
             "last_step": self.last_step,
             "state": self.state,
+            "caused_by": self.caused_by or None,
         }
 
     @classmethod
@@ -141,6 +152,7 @@ class Finding:
             id=str(data.get("id", "")),
             last_step=int(data.get("last_step", data["step"])),
             state=str(data.get("state", RAISED)),
+            caused_by=str(data.get("caused_by") or ""),
         )
 
     def event_data(self, state: str) -> dict[str, Any]:
@@ -152,6 +164,7 @@ class Finding:
             "last_step": self.last_step,
             "state": state,
             "metric": self.metric,
+            "caused_by": self.caused_by or None,
         }
 
 
@@ -209,6 +222,7 @@ def findings_from_events(events: Iterable[_EventLike]) -> list[Finding]:
             last_step=int(data.get("last_step", first if state == RAISED else step)),
             state=state if state in STATES else RAISED,
             metric=str(data.get("metric", "")),
+            caused_by=str(data.get("caused_by") or ""),
         )
     return sorted(by_ref.values(), key=lambda f: (f.step, f.kind, f.id))
 

@@ -16,7 +16,7 @@ from ..values import fmt
 from .detector import EVAL, LOSS, Signal, pct, resolved
 from .evalnoise import Wobble, change_sigma, worsening
 from .findings import Kind, Recommendation, Severity
-from .learning import STUCK
+from .learning import STUCK, UPDATE_LOW
 from .state import EvalTrack, State
 from .stats import median
 
@@ -54,6 +54,7 @@ PLATEAU_EPS = 0.01  # improvement smaller than 1% (relative) is no improvement
 RECOVERING = 0.02  # the latest evaluation 2% better than the window's worst: still moving
 CONVERGED = 0.1  # train level below this x reference: converged, not stalled
 SATURATED = 0.99  # a 0-1 task metric this high cannot improve much: not a plateau
+LR_DECAYED = 0.05  # an LR below this fraction of its peak has all but stopped the weights
 
 
 def _threshold(ev: EvalTrack) -> float:
@@ -365,6 +366,17 @@ class PlateauDetector:
             "is good enough; a larger model may be needed if it persists.",
             {"action": "scale_lr", "factor": 0.3},
         )
+        still = _barely_moving(st)
+        if still:
+            # the weights barely move already (a schedule decayed to ~0, tiny updates): a lower
+            # LR cannot settle anything, it only makes the stall permanent
+            msg = msg[: -len("plateau.")] + f"plateau, and {still}."
+            rec = Recommendation(
+                f"A lower learning rate cannot help ({still}): stop and keep the checkpoint at "
+                f"step {ev.best_step} if {ev.key} is good enough; else restart from it with a "
+                "slower decay or a higher learning rate.",
+                {"action": "restore_best", "metric": ev.key, "step": ev.best_step},
+            )
         evidence = {
             "metric": ev.key,
             "best": ev.best,
@@ -392,6 +404,21 @@ class PlateauDetector:
                 f"{PLATEAU_EVALS}"
             }
         return {}
+
+
+def _barely_moving(st: State) -> str:
+    """Why the weights barely move now ("" when they do): tiny update/weight ratios, or an LR
+    decayed below `LR_DECAYED` of its peak."""
+    upd = st.update.long
+    if len(upd) >= 3 and upd.median() <= UPDATE_LOW:
+        return f"the weights move by only {fmt(upd.median())} of their norm per step"
+    lr = st.lr
+    if lr.n >= 2 and lr.peak > 0 and lr.last < LR_DECAYED * lr.peak:
+        return (
+            f"the learning rate has decayed to {fmt(lr.last)}, "
+            f"{pct(lr.last / lr.peak)} of its peak {fmt(lr.peak)}"
+        )
+    return ""
 
 
 def _rising(values: list[float]) -> bool:

@@ -32,6 +32,7 @@ LEARNED = 0.6  # best level <= this x reference: the model had learned
 COLLAPSED = 0.9  # ... and a level back >= this x reference: collapse
 UPDATE_ELEVATED = 1e-2  # a plateau with updates this large: the LR is too high to settle
 UPDATE_LOW = 1e-4  # update/weight ratio per step below this: LR too low (healthy >= 1e-3)
+UPDATE_SMALL = 1e-3  # below the healthy ~1e-3: a higher LR is worth trying on a stuck run
 UNSTABLE = 1.1  # with large updates, a loss level this x its (long) best: unstable
 ERRATIC = 1.5  # stuck with loss points above this x reference in the window: too high
 # The per-step spread of the stuck loss (robust sigma of log loss over the last 50 points): a
@@ -77,6 +78,7 @@ class LearningDetector:
             return []  # the cause is already named
         verdict = (
             self._collapse(st, ref)
+            or self._blown_up(st, ref)
             or self._unstable(st)
             or self._stalled_big_steps(st)
             or self._stuck(step, st, ref)
@@ -102,6 +104,25 @@ class LearningDetector:
         if loss.level < COLLAPSED * ref or loss.long.median() < COLLAPSED * ref:
             return None
         return {"kind": Kind.LR_TOO_HIGH, "rule": "collapse"}
+
+    @staticmethod
+    def _blown_up(st: State, ref: float) -> dict[str, Any] | None:
+        """The loss or the gradient norm blew up (`State.blowup`), and the loss has sat at the
+        no-learning level since: the root cause is the LR, whatever the budget used (the lower
+        layers die and the loss stays at chance — underfitting and vanishing gradients are the
+        symptoms). Not when a root cause is already named (its symptoms link to it)."""
+        if st.roots:
+            return None
+        b = st.blowup()
+        loss = st.loss
+        if b is None or len(loss.long) < LONG // 2:
+            return None
+        after = sum(1 for s in loss.long.steps() if s > b["step"])
+        if after < RECENT:
+            return None  # not yet seen where the loss settles after the blow-up
+        if loss.level < STUCK * ref or loss.long.median() < STUCK * ref or not _eval_fails(st, ref):
+            return None
+        return {"kind": Kind.LR_TOO_HIGH, "rule": "blow-up, then stuck", "blowup": b}
 
     @staticmethod
     def _unstable(st: State) -> dict[str, Any] | None:
@@ -173,7 +194,7 @@ class LearningDetector:
         underfitting is what is left when no cause is visible yet)."""
         if self.kind is not Kind.UNDERFITTING:
             return None
-        verdict = self._stuck(step, st, ref)
+        verdict = self._blown_up(st, ref) or self._stuck(step, st, ref)
         if verdict is None or verdict["kind"] is Kind.UNDERFITTING:
             return None
         if self.first.get("update_ratio") is not None and verdict["kind"] is not Kind.LR_TOO_HIGH:
@@ -232,7 +253,8 @@ class LearningDetector:
         evidence["budget_used"] = st.budget_used(first["step"])
         evidence["now"] = {"step": step, "level": st.loss.level}
         msg, rec = _explain(first)
-        sev = Severity.CRITICAL if first["rule"] == "collapse" else Severity.WARNING
+        critical = first["rule"] in ("collapse", "blow-up, then stuck")
+        sev = Severity.CRITICAL if critical else Severity.WARNING
         return Signal(kind, "train/loss", sev, msg, evidence, rec, 1.0)
 
     @staticmethod
@@ -291,6 +313,8 @@ def _explain(f: dict[str, Any]) -> tuple[str, Recommendation]:
     upd_text = f" with update/weight ratio {fmt(upd)} per step" if upd is not None else ""
     if f["rule"] == "collapse":
         return _explain_collapse(f, lr)
+    if f["rule"] == "blow-up, then stuck":
+        return _explain_blowup(f, lr)
     if f["rule"] == "unstable, large updates":
         msg = (
             f"train/loss level rose to {fmt(f['current_level'])} by step {f['step']}, "
@@ -336,6 +360,35 @@ def _explain_collapse(f: dict[str, Any], lr: str) -> tuple[str, Recommendation]:
     )
 
 
+def _explain_blowup(f: dict[str, Any], lr: str) -> tuple[str, Recommendation]:
+    b = f["blowup"]
+    at = int(b["step"])
+    if b["rule"] == "non-finite":
+        what = f"{b['metric']} became non-finite at step {at}"
+    elif b["rule"] == "loss blow-up":
+        what = (
+            f"train/loss blew up to {fmt(b['value'])} at step {at} "
+            f"({b['value'] / b['base']:.1f}x where training started, {fmt(b['base'])})"
+        )
+    else:
+        what = (
+            f"train/grad_norm jumped to {fmt(b['value'])} at step {at} "
+            f"({b['value'] / b['base']:.0f}x its initial level {fmt(b['base'])})"
+        )
+    msg = (
+        f"{what} and train/loss has sat at {fmt(f['current_level'])}, "
+        f"{pct(f['current_level'] / f['reference'])} of {_reference_name(f)}, since (step "
+        f"{f['step']}): the learning rate is too high{lr}; stuck loss and dying lower-layer "
+        "gradients are its consequences."
+    )
+    back = max(at - 1, 0)
+    return msg, Recommendation(
+        f"Roll back to a checkpoint before step {at} and lower the learning rate about 10x "
+        "(and clip gradients); raising it, or training longer, makes it worse.",
+        {"action": "rollback", "step": back, "lr_factor": 0.1},
+    )
+
+
 def _explain_stuck(f: dict[str, Any], lr: str, upd_text: str) -> tuple[str, Recommendation]:
     stuck = (
         f"train/loss level {fmt(f['level'])} is still {pct(f['level'] / f['reference'])} of "
@@ -359,9 +412,17 @@ def _explain_stuck(f: dict[str, Any], lr: str, upd_text: str) -> tuple[str, Reco
             {"action": "scale_lr", "factor": 10.0},
         )
     tail = f" and {f['eval_metric']} is {fmt(f['eval_value'])}" if "eval_metric" in f else ""
+    # A higher LR only where the steps were measured small: on a run whose updates are
+    # unknown or large (or whose loss bounced) it could be the cause, and raising it the harm.
+    upd = f.get("update_ratio")
+    small = upd is not None and upd < UPDATE_SMALL
+    higher = (
+        "a higher learning rate, a larger model, or training longer"
+        if small
+        else ("a larger model or training longer")
+    )
     return f"{stuck}{tail}{upd_text}: the model is not learning (underfitting).", Recommendation(
         "Check the labels and the data pipeline (shuffled or misaligned labels?) and that the "
-        "right parameters are trainable; then try a larger model or a higher learning rate, or "
-        "train longer.",
+        f"right parameters are trainable; then try {higher}.",
         None,
     )

@@ -38,7 +38,18 @@ from .detector import (
     Signal,
 )
 from .evalnoise import Wobble
-from .findings import RAISED, RESOLVED, UPDATED, Finding, Kind, Recommendation, Severity, finding_id
+from .findings import (
+    CONSEQUENCE_KINDS,
+    RAISED,
+    RESOLVED,
+    ROOT_KINDS,
+    UPDATED,
+    Finding,
+    Kind,
+    Recommendation,
+    Severity,
+    finding_id,
+)
 from .forgetting import ForgettingDetector
 from .generalization import OverfittingDetector, PlateauDetector
 from .gradients import ExplodingDetector, VanishingDetector
@@ -51,7 +62,7 @@ from .stats import Baseline, Window
 OnFinding = Callable[[Finding, str], None]
 _Adder = Callable[[int, float], None]
 
-STATE_VERSION = 2  # 2: the overfitting detector keeps train levels and the eval wobble
+STATE_VERSION = 3  # 3: tracks keep their peaks, the state its root causes
 HEADLINE_CHANGE = 0.5  # a relative change of the headline number that is worth an update
 PERSIST_STEPS = 50  # a finding that persisted twice as long (and >= 2 x this) is stored again
 
@@ -102,6 +113,8 @@ class Monitor:
         self._active: dict[tuple[Kind, str], _Active] = {}
         self._all: dict[str, Finding] = {}
         self._last_step: int | None = None
+        self.errors: list[str] = []  # detectors disabled after raising, with the error
+        self._pending_links: list[tuple[str, Kind, int]] = []  # roots raised, to link symptoms
 
     # -- the observer ------------------------------------------------------------------------
     def observe(self, step: int, wall: float, values: list[tuple[str, float]]) -> list[EventRecord]:
@@ -124,16 +137,43 @@ class Monitor:
                 touched |= channel
         if not touched:
             return out
+        if st.nonfinite_step < 0 and (st.loss.nonfinite or st.grad.nonfinite):
+            st.nonfinite_step = step
         checks = self._by_mask.get(touched)
         if checks is None:
             checks = self._by_mask[touched] = [
                 d.check for d in self.detectors if d.channels & touched
             ]
         for check in checks:
-            signals = check(step, st, touched)
+            try:
+                signals = check(step, st, touched)
+            except Exception as exc:  # a detector bug must never stop training or a replay
+                out.append(self._disable(check, step, wall, exc))
+                continue
             if signals:
                 out.extend(self._apply(step, wall, signals))
         return out
+
+    def _disable(
+        self, check: Callable[..., Any], step: int, wall: float, exc: Exception
+    ) -> EventRecord:
+        """Take a detector that raised out of this run; the note says so once, with the error."""
+        det = getattr(check, "__self__", None)
+        self.detectors = [d for d in self.detectors if d is not det]
+        self._by_mask = {}
+        name = type(det).__name__ if det is not None else repr(check)
+        self.errors.append(f"{name} failed at step {step} ({type(exc).__name__}: {exc})")
+        return EventRecord(
+            "note",
+            "detector_error",
+            "warning",
+            f"{name} raised {type(exc).__name__} at step {step}: {exc}; it is disabled for the "
+            "rest of this run (the other detectors go on). Please report this as a tunescope bug.",
+            {"detector": name, "error": f"{type(exc).__name__}: {exc}", "step": step},
+            step,
+            None,
+            wall,
+        )
 
     def finish(self, wall: float = 0.0) -> list[EventRecord]:
         """Store the last step of every finding still active (call once, at the end).
@@ -283,6 +323,8 @@ class Monitor:
                 continue
             if act is None:
                 out.append(self._raise(sig, step, wall))
+                if self._pending_links:
+                    out.extend(self._link(step, wall))
                 continue
             act.seen = step
             f = act.finding
@@ -300,6 +342,8 @@ class Monitor:
                     last_step=step,
                     state=UPDATED,
                 )
+                if f.caused_by:
+                    new = _consequence(new, self._root(f.caused_by))
                 act.headline = sig.headline
                 out.append(self._store(new, UPDATED, step, wall, act))
         return out
@@ -323,11 +367,32 @@ class Monitor:
             state=RAISED,
             metric=sig.metric,
         )
+        st = self.state
+        root = st.roots[-1] if st.roots and sig.kind in CONSEQUENCE_KINDS else None
+        if root is not None:
+            f = _consequence(f, root)
         act = _Active(f, sig.headline, step)
         self._active[(sig.kind, sig.metric)] = act
-        self.state.active.add(sig.kind)
-        self.state.raised.add(sig.kind)
-        return self._store(f, RAISED, step, wall, act)
+        st.active.add(sig.kind)
+        st.raised.add(sig.kind)
+        out = self._store(f, RAISED, step, wall, act)
+        if sig.kind in ROOT_KINDS:
+            st.roots.append((fid, sig.kind, step))
+            self._pending_links.append((fid, sig.kind, step))
+        return out
+
+    def _link(self, step: int, wall: float) -> list[EventRecord]:
+        """Symptoms raised before their root (dead lower layers seen before the loss was judged
+        stuck): once the root is raised, they name it and lose their own advice."""
+        out = []
+        while self._pending_links:
+            root = self._pending_links.pop(0)
+            for act in self._active.values():
+                f = act.finding
+                if f.kind in CONSEQUENCE_KINDS and not f.caused_by and f.id != root[0]:
+                    new = _consequence(f, root).replace(last_step=max(step, f.last_step))
+                    out.append(self._store(new, UPDATED, step, wall, act))
+        return out
 
     def _resolve(self, key: tuple[Kind, str], act: _Active, step: int, wall: float) -> EventRecord:
         del self._active[key]
@@ -364,6 +429,9 @@ class Monitor:
                 ev.rewind(step)
         for det in self.detectors:
             det.rewind(step, st)
+        st.roots = [r for r in st.roots if r[2] < step]
+        if st.nonfinite_step >= step:
+            st.nonfinite_step = -1
         # Findings whose evidence lies in the abandoned points end here.
         out = []
         for key, act in list(self._active.items()):
@@ -371,8 +439,29 @@ class Monitor:
                 out.append(self._resolve(key, act, step, wall))
         return out
 
+    def _root(self, fid: str) -> tuple[str, Kind, int]:
+        f = self._all.get(fid)
+        return (fid, f.kind, f.step) if f is not None else (fid, Kind.DIVERGENCE, -1)
+
     def __repr__(self) -> str:
         return f"Monitor(active={[a.finding.id for a in self._active.values()]!r})"
+
+
+def _consequence(f: Finding, root: tuple[str, Kind, int]) -> Finding:
+    """`f` as a symptom of `root`: it names the root, is info, and defers to the root's advice."""
+    fid, kind, step = root
+    note = f" It follows from {kind} at step {step} ({fid})."
+    message = f.message if f.message.endswith(note) else f.message + note
+    return f.replace(
+        caused_by=fid,
+        severity=Severity.INFO,
+        message=message,
+        recommendation=Recommendation(
+            f"A consequence of {kind} at step {step}: act on that finding ({fid}); this one "
+            "should go away with it.",
+            None,
+        ),
+    )
 
 
 register(

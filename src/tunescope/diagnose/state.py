@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..names import higher_is_better
 from .context import Context
 from .findings import Kind
-from .stats import NOISE_FLOOR, Window, median, scale_of
+from .stats import NOISE_FLOOR, Window, median, scale_of, times
 
 INITIAL_POINTS = 5  # the initial loss is the median of the first finite points
 RECENT = 7  # points in a "current level" median
@@ -22,6 +23,14 @@ LONG = 50  # points in a "long level" median
 # An update/weight ratio (‖Δθ‖/‖θ‖ per step) above this means the learning rate itself is too
 # high: healthy AdamW/SGD fine-tuning stays around 1e-3 (measured on the suite: <= 0.017).
 UPDATE_HIGH = 5e-2
+# A blow-up: a train-loss point this many times (sign-aware) where training started (the larger
+# of its initial and no-learning levels), or its level (median of 7) this many times, or a
+# gradient norm this many times its initial level (the median of its first 5 points). Healthy
+# runs of the diagnosis suite: loss points <= 1.11x, levels <= 1.01x; gradient norms of healthy
+# SGD runs grow up to 14x as the model leaves its initialisation.
+BLOWUP_POINT = 2.0
+BLOWUP_LEVEL = 1.5
+BLOWUP_GRAD = 30.0
 
 
 class Track:
@@ -41,10 +50,15 @@ class Track:
         "last_finite_step",
         "last_step",
         "level",
+        "level_peak",
+        "level_peak_step",
         "long",
         "n",
         "nonfinite",
+        "peak",
+        "peak_step",
         "recent",
+        "rise_step",
         "seg_points",
     )
 
@@ -60,6 +74,15 @@ class Track:
         self.last_finite = math.nan
         self.last_finite_step = -1
         self.nonfinite = 0  # non-finite points seen
+        # the highest finite point of the segment and its step: a blow-up leaves it behind even
+        # when the level comes back down (the root cause of a loss then stuck at chance)
+        self.peak = -math.inf
+        self.peak_step = -1
+        self.level_peak = -math.inf  # ... and the highest level (median of 7): noise-proof
+        self.level_peak_step = -1
+        # the first step with a point BLOWUP_POINT x (sign-aware) the start: where a blow-up
+        # began (its peak may come a step or two later); a rollback goes back before it
+        self.rise_step = -1
         self._firsts: list[float] = []
         self.initial: float | None = None
         self.recent: deque[float] = deque(maxlen=RECENT)  # a median of 7 is cheapest sorted
@@ -81,6 +104,10 @@ class Track:
         self.seg_points += 1
         self.last_finite = x
         self.last_finite_step = step
+        if x > self.peak:
+            self.peak, self.peak_step = x, step
+            if self.rise_step < 0 and self._firsts and x >= times(self.start or 0.0, BLOWUP_POINT):
+                self.rise_step = step
         if self.initial is None:
             self._firsts.append(x)
             if len(self._firsts) >= INITIAL_POINTS:
@@ -94,6 +121,8 @@ class Track:
             lvl = self.level = sorted(recent)[RECENT >> 1]
             if lvl < self.best_level:
                 self.best_level, self.best_step = lvl, step
+            if lvl > self.level_peak:
+                self.level_peak, self.level_peak_step = lvl, step
         long = self.long
         if long.size:
             long.add(step, x)
@@ -132,6 +161,12 @@ class Track:
         self.long.rewind(step)
         self.seg_points = 0
         self.level = math.nan
+        if self.peak_step >= step:
+            self.peak, self.peak_step = -math.inf, -1
+        if self.level_peak_step >= step:
+            self.level_peak, self.level_peak_step = -math.inf, -1
+        if self.rise_step >= step:
+            self.rise_step = -1
         if self.best_step >= step:
             self.best_level, self.best_step = math.inf, -1
         if self.best_long_step >= step:
@@ -277,6 +312,10 @@ class State:
     active: set[Kind] = field(default_factory=set)  # kinds with an active finding
     raised: set[Kind] = field(default_factory=set)  # kinds ever raised in this run
     seen: set[str] = field(default_factory=set)  # keys seen, for the "unchecked" report
+    # root-cause findings raised in the current segment: (finding id, kind, first step); the
+    # monitor links later symptoms (a loss stuck at chance, dead lower layers) to the last one
+    roots: list[tuple[str, Kind, int]] = field(default_factory=list)
+    nonfinite_step: int = -1  # first step of the segment with a non-finite loss / grad norm
     _chance: tuple[float | None, str] | None = None
 
     def chance(self) -> tuple[float | None, str]:
@@ -295,6 +334,47 @@ class State:
         """The "no learning yet" loss level: ln C when known, else the initial train loss."""
         c, _ = self.chance()
         return c if c is not None else self.loss.initial
+
+    def blowup(self) -> dict[str, Any] | None:
+        """Evidence that the loss or the gradient norm blew up in this segment, else None.
+
+        A non-finite loss or gradient norm; a train-loss point at `BLOWUP_LOSS` x (sign-aware)
+        the larger of its initial and no-learning levels; or a gradient norm at `BLOWUP_GRAD` x
+        its initial level. Read from the segment's peaks, so it holds after the level came back
+        (a too-high LR throws the loss up, then leaves it at chance with dead lower layers).
+        """
+        if self.nonfinite_step >= 0:
+            return {"rule": "non-finite", "step": self.nonfinite_step, "metric": "train/loss"}
+        loss, grad = self.loss, self.grad
+        ref = self.reference_loss()
+        if loss.initial is not None and ref is not None and loss.peak_step >= 0:
+            base = max(loss.initial, ref)
+            if base > NOISE_FLOOR and loss.peak >= times(base, BLOWUP_POINT):
+                value, at = loss.peak, loss.peak_step
+            elif base > NOISE_FLOOR and loss.level_peak >= times(base, BLOWUP_LEVEL):
+                value, at = loss.level_peak, loss.level_peak_step
+            else:
+                value, at = math.nan, -1
+            if at >= 0:
+                if 0 <= loss.rise_step < at:
+                    at = loss.rise_step  # where it began
+                return {
+                    "rule": "loss blow-up",
+                    "metric": loss.key,
+                    "step": at,
+                    "value": value,
+                    "base": base,
+                }
+        g0 = grad.initial
+        if g0 is not None and g0 > NOISE_FLOOR and grad.peak >= BLOWUP_GRAD * g0:
+            return {
+                "rule": "gradient blow-up",
+                "metric": grad.key,
+                "step": grad.peak_step,
+                "value": grad.peak,
+                "base": grad.initial,
+            }
+        return None
 
     def huge_updates(self) -> bool:
         """Whether the recent update/weight ratios say every step overshoots (LR too high)."""
