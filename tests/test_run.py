@@ -302,3 +302,55 @@ def test_run_json_is_strict(store_dir: Path) -> None:
     data = reader(store_dir).run(run.id).to_json()
     text = json.dumps(data, allow_nan=False)
     assert '"a": "inf"' in text and '"b": "nan"' in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "names"),
+    [
+        ({"name": "run\ud800"}, ["name", "'run\\ud800'", "UTF-8"]),
+        ({"project": "p\udfff"}, ["project", "UTF-8"]),
+        ({"name": 3}, ["name", "int"]),
+    ],
+)
+def test_init_names_the_bad_parameter_and_creates_no_run(
+    store_dir: Path, kwargs: dict[str, object], names: list[str]
+) -> None:
+    from tunescope.errors import TunescopeError
+
+    args: dict[str, object] = {"project": "p", **kwargs}
+    with pytest.raises(TunescopeError) as info:
+        tunescope.init(**args)  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError | TypeError)
+    for name in names:
+        assert name in str(info.value)
+    if (store_dir / "store.db").exists():
+        assert reader(store_dir).runs() == []
+
+
+@pytest.mark.parametrize(
+    "step", [2**63, 2**64, 1e19, 1e30, np.uint64(2**64 - 1), math.nan, -math.inf, 2.5]
+)
+def test_steps_sqlite_cannot_hold_are_refused(store_dir: Path, step: object) -> None:
+    from tunescope.values import MAX_STEP
+
+    with tunescope.init("p", mode=None) as run:
+        run.log({"a": 1.0}, step=0)
+        with pytest.raises((TypeError, ValueError), match="step") as info:
+            run.log({"a": 1.0}, step=step)  # type: ignore[arg-type]
+        assert "2**63" in str(info.value) or "integer" in str(info.value)
+        run.log({"a": 2.0}, step=MAX_STEP)  # the largest step is fine
+        assert run.step == MAX_STEP
+    s = reader(store_dir).series(run.id, "a")
+    assert s.steps.tolist() == [0, MAX_STEP]
+
+
+def test_cpu_tensors_are_read_at_once_and_gpu_like_ones_later(store_dir: Path) -> None:
+    from tunescope.values import coerce
+
+    # a CPU tensor costs nothing to read now, and leaves the writer nothing to fail on
+    assert type(coerce("t", torch.tensor(3.0))) is float
+    if torch.cuda.is_available():  # reading a GPU tensor would wait for the device
+        assert isinstance(coerce("t", torch.tensor(3.0, device="cuda")), torch.Tensor)
+    with tunescope.init("p", mode=None) as run:
+        run.log({"t": torch.tensor(3.0), "i": torch.tensor(7), "b": torch.tensor(True)}, step=0)
+    assert reader(store_dir).run(run.id).last == {"t": 3.0, "i": 7.0, "b": 1.0}

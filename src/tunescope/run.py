@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import operator
 import secrets
 import sys
 import threading
@@ -23,18 +22,19 @@ from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from . import env as _env
 from .control import Control
-from .names import canonical
+from .errors import TunescopeError
+from .names import MetricNameError, canonical
 from .policy import Mode, Policy, PolicyConfig
 from .policy import apply as apply_interventions
 from .rank import global_rank
 from .store import EventRecord, Store, StoreError, SummaryRecord, Writer, WriterError
 from .store.status import process_identity
-from .store.writer import Listener, Observer
-from .values import Pending, coerce
+from .store.writer import Listener, Observer, Progress
+from .values import MAX_STEP, Pending, check_step, check_text, check_wall_time, coerce
 
 if TYPE_CHECKING:
     from .diagnose import Context, Finding, Monitor
@@ -42,12 +42,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunescope")
 
-DEFAULT_MAX_QUEUE = 100_000  # log calls held in memory before `log()` waits for the writer
+# The most values (a call counts at least one) waiting for the writer before `log()` waits. The
+# writer lowers it to about 0.25 s of its own measured speed (store/writer.py), so that a kill
+# never loses more than a fraction of a second; this is the ceiling.
+DEFAULT_MAX_QUEUE = 100_000
 SEVERITIES = ("info", "warning", "critical")
 
 
 class RunFinishedError(RuntimeError):
     """`log()` was called after `finish()`."""
+
+
+class RecordError(TunescopeError, ValueError):
+    """Event data or summary values that cannot be stored as JSON."""
+
+
+def _json(what: str, value: Any) -> Any:
+    """`value` as the store will give it back (a JSON round trip), or `RecordError`."""
+    try:
+        return json.loads(json.dumps(value, default=str, allow_nan=True))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise RecordError(f"{what} cannot be stored as JSON: {exc}") from None
 
 
 def _bad_mode(mode: object) -> Mode:
@@ -106,12 +121,20 @@ class Run:
     ) -> None:
         if not isinstance(project, str) or not project.strip():
             raise ValueError('project must be a non-empty string, e.g. tunescope.init("bbc")')
-        self.project = project
+        # Checked before the store is touched: a name SQLite cannot hold must not leave a run.
+        self.project = check_text("project", project)
+        if name is not None:
+            check_text("name", name)
+        if resume is not None:
+            check_text("resume", resume)
         self.config = _jsonable_config(config)
         self.control = Control()
         self.rank = global_rank()
         self._queue: deque[Any] = deque()
         self._max_queue = max_queue
+        self._queued = 0  # values queued so far (a call counts at least one); see _wait_for_room
+        self._progress = Progress()
+        self._aliased = False  # some key was renamed by canonical(): two keys may now collide
         self._keys: dict[str, str] = {}
         self._step: int | None = None
         self._pending: dict[str, Pending] = {}
@@ -137,7 +160,9 @@ class Run:
             if self.mode is not None and observer is None:
                 observer, listener = self._monitor(context, policy, listener)
             self._writer = self.store.writer()
-            self._writer.attach(self.id, self._queue, observer=observer, listener=listener)
+            self._progress = self._writer.attach(
+                self.id, self._queue, observer=observer, listener=listener, max_backlog=max_queue
+            )
         _live_runs.add(self)
 
     # -- monitoring ----------------------------------------------------------------------------
@@ -272,8 +297,28 @@ class Run:
     # -- logging -------------------------------------------------------------------------------
     def _key(self, key: str) -> str:
         name = canonical(key)
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MetricNameError(
+                f"metric key {key!r} cannot be stored: it is not valid UTF-8 (a lone surrogate "
+                "usually comes from decoding bytes with errors='surrogateescape'); rename it"
+            ) from None
+        self._aliased = self._aliased or name != key
         self._keys[key] = name
         return name
+
+    @staticmethod
+    def _collision(data: Mapping[str, Any], items: list[tuple[str, Pending]]) -> None:
+        """Two keys of one call that name the same metric (`loss`, `train/loss`): refuse, as
+        one of the two values would silently shadow the other."""
+        seen: dict[str, str] = {}
+        for raw, (name, _) in zip(data, items, strict=False):
+            if name in seen:
+                raise MetricNameError(
+                    f"metric keys {seen[name]!r} and {raw!r} both name {name!r}; log one of them"
+                )
+            seen[name] = raw
 
     def log(
         self, data: Mapping[str, Any], step: int | None = None, *, wall_time: float | None = None
@@ -289,10 +334,11 @@ class Run:
             raise RunFinishedError(f"run {self.name} is finished; start a new one with init()")
         if step is None:
             step = 0 if self._step is None else self._step + 1
-        elif type(step) is not int:
-            step = self._check_step(step)
-        elif step < 0:
-            self._check_step(step)
+            if step > MAX_STEP:
+                check_step(step, "the next step")
+        elif type(step) is not int or not 0 <= step <= MAX_STEP:
+            step = check_step(step)
+        wall = time.time() if wall_time is None else check_wall_time(wall_time)
         keys = self._keys
         try:
             items = [
@@ -303,6 +349,8 @@ class Run:
             raise TypeError(
                 f"run.log() takes a dict of metric name -> value; got {type(data).__name__}"
             ) from None
+        if self._aliased and len(items) > 1:
+            self._collision(data, items)
         if self._pending:
             present = {k for k, _ in items}
             items.extend(kv for kv in self._pending.items() if kv[0] not in present)
@@ -310,45 +358,40 @@ class Run:
         self._step = step
         if self._writer is None:
             return
+        # Queued before any error is raised: a call that raises WriterError keeps its point.
+        self._queue.append((step, wall, items))
+        self._queued += len(items) or 1
         if self._writer.error is not None:
             self._report_writer_error()
-        q = self._queue
-        q.append((step, time.time() if wall_time is None else float(wall_time), items))
-        if len(q) >= self._max_queue:
+        progress = self._progress
+        if self._queued - progress.done > progress.limit:
             self._wait_for_room()
 
-    @staticmethod
-    def _check_step(given: Any) -> int:
-        step: Any = given
-        np = sys.modules.get("numpy")
-        numbers: tuple[type, ...] = (int,) if np is None else (int, np.integer)
-        if isinstance(step, bool) or not isinstance(step, numbers):
-            if isinstance(step, float) and step.is_integer():
-                return int(step)
-            raise TypeError(
-                f"step must be a non-negative integer; got {type(step).__name__} {step!r}"
-            )
-        value = operator.index(cast(Any, step))
-        if value < 0:
-            raise ValueError(f"step must be a non-negative integer; got {step}")
-        return value
-
     def _wait_for_room(self) -> None:
-        """The writer is behind: wait rather than drop points (warn once)."""
-        assert self._writer is not None
+        """Logging outpaces the writer: wait (backpressure) rather than let unwritten points pile
+        up, since those are what a killed process loses. Warns once."""
+        writer = self._writer
+        assert writer is not None
+        progress = self._progress
         if not self._warned_full:
             self._warned_full = True
             warnings.warn(
-                f"tunescope: {len(self._queue)} log calls are waiting to be written to "
-                f"{self._writer.db_path}; log() waits for the writer instead of dropping points",
+                f"tunescope: {self._queued - progress.done} values are waiting to be written to "
+                f"{writer.db_path}; log() waits for the writer (about "
+                f"{progress.limit:,} values may wait) instead of letting points pile up unwritten",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        self._writer.wake()
-        while len(self._queue) >= self._max_queue // 2:
-            if not self._writer._thread.is_alive():
-                raise WriterError("the tunescope writer thread stopped; points are kept in memory")
-            time.sleep(0.005)
+        writer.wake()
+        while self._queued - progress.done > progress.limit // 2:
+            if writer.error is not None:
+                self._report_writer_error()
+            if not writer.alive:
+                raise WriterError(
+                    f"the tunescope writer thread stopped; {len(self._queue)} log calls are "
+                    "held in memory but will not be written"
+                )
+            time.sleep(0.002)
 
     def log_apart(self, data: Mapping[str, Any], step: int | None = None) -> None:
         """Like `log()`, but the values watchers staged for the next `log()` (learning rate,
@@ -369,7 +412,8 @@ class Run:
         err = self._writer.error
         raise WriterError(
             f"tunescope cannot write to {self._writer.db_path}: {err}. Nothing is lost: "
-            f"{len(self._queue)} log calls are held in memory and retried."
+            f"{len(self._queue)} log calls, this one included, are held in memory and retried "
+            "until the store can be written again."
         ) from err
 
     def _stage(self, key: str, value: Any) -> None:
@@ -393,24 +437,22 @@ class Run:
         """Record a finding, intervention or note at `step` (default: the last logged step)."""
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}; got {severity!r}")
+        check_text("event type", type)
+        check_text("event kind", kind)
+        check_text("event message", message)
+        if ref is not None:
+            check_text("event ref", ref)
+        at = self._step if step is None else check_step(step, "event step")
+        stored = _json("event data", dict(data or {}))
         if self._writer is None:
             return
-        self._queue.append(
-            EventRecord(
-                type,
-                kind,
-                severity,
-                message,
-                dict(data or {}),
-                step if step is not None else self._step,
-                ref,
-            )
-        )
+        self._queue.append(EventRecord(type, kind, severity, message, stored, at, ref))
 
     def summarize(self, values: Mapping[str, Any]) -> None:
         """Merge values (final test metrics, best checkpoint, ...) into the run's summary."""
+        stored = _json("summarize() values", dict(values))
         if self._writer is not None:
-            self._queue.append(SummaryRecord(json.loads(json.dumps(dict(values), default=str))))
+            self._queue.append(SummaryRecord(stored))
 
     # -- watching ------------------------------------------------------------------------------
     def watch(self, model: Any, optimizer: Any = None, *, every: int = 10) -> Watcher:

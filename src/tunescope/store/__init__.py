@@ -7,14 +7,16 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import sqlite3
 import threading
 from pathlib import Path
 
 from .reader import Event, Reader, RunInfo, RunNotFound, Series, jsonable
-from .schema import DB_NAME, StoreError, connect, create
-from .writer import EventRecord, SummaryRecord, Writer, WriterError
+from .records import EventRecord, SummaryRecord
+from .schema import DB_NAME, StoreError, check_readable, connect, create
+from .writer import Writer, WriterError
 
 __all__ = [
     "Event",
@@ -42,7 +44,27 @@ def default_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The store directory: `path`, else $TUNESCOPE_STORE, else ./.tunescope."""
     if path is None:
         path = os.environ.get(ENV_VAR) or DEFAULT_DIR
-    return Path(path).expanduser().absolute()
+    try:
+        return Path(path).expanduser().absolute()
+    except (TypeError, RuntimeError) as exc:  # not a path; or ~user of an unknown user
+        raise StoreError(
+            f"store must be a directory path (str or Path) for store= / {ENV_VAR}; got "
+            f"{type(path).__name__} {path!r:.80} ({exc})"
+        ) from None
+
+
+def _path_error(path: Path, exc: OSError) -> StoreError:
+    """An OS error about the store path itself, said about the store= parameter."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return StoreError(
+            f"the store path is too long for the file system ({len(str(path))} characters, "
+            f"{exc.strerror}): {str(path)[:80]}…; choose a shorter directory for store= / "
+            f"{ENV_VAR}"
+        )
+    return StoreError(
+        f"cannot use the store path {path}: {exc.strerror or exc}. Choose a directory you can "
+        f"read and write for store= / {ENV_VAR}."
+    )
 
 
 class Store:
@@ -57,9 +79,13 @@ class Store:
     ):
         self.path = default_path(path)
         self.db_path = self.path / DB_NAME
+        try:
+            exists = self.db_path.exists()
+        except OSError as exc:  # a name too long, a loop of links
+            raise _path_error(self.path, exc) from None
         if create_if_missing:
             self._create()
-        elif not self.db_path.exists():
+        elif not exists:
             raise StoreError(
                 f"no tunescope store at {self.path} (no {DB_NAME}). Run a training with tunescope "
                 f"first, or pass --store / set {ENV_VAR} to the directory that holds your runs."
@@ -74,6 +100,8 @@ class Store:
         try:
             (self.path / "runs").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise _path_error(self.path, exc) from None
             raise StoreError(
                 f"cannot create the store directory {self.path}: {exc.strerror}. Choose a "
                 f"writable directory with store= or {ENV_VAR}."
@@ -97,7 +125,13 @@ class Store:
         """A reader on its own connection."""
         if not self.db_path.exists():
             raise StoreError(f"no tunescope store at {self.path}")
-        return Reader(connect(self.db_path, readonly=True))
+        con = connect(self.db_path, readonly=True)
+        try:
+            check_readable(con, self.db_path)
+        except StoreError:
+            con.close()
+            raise
+        return Reader(con)
 
     def writer(self) -> Writer:
         """The background writer for this store, shared by all runs of this process."""

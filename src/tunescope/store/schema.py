@@ -15,7 +15,9 @@ can tell an abandoned stretch from the one that replaced it.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.parse
 from pathlib import Path
 
 from ..errors import TunescopeError
@@ -114,10 +116,13 @@ def connect(path: Path, *, readonly: bool = False, timeout: float = 30.0) -> sql
     WAL lets one writer and many readers (the dashboard, `diagnose`) work at once, and several
     processes append different runs; `busy_timeout` makes writers queue instead of failing.
     """
+    # The file system's bytes, so any name it holds opens (sqlite3 would encode a str as strict
+    # UTF-8); quoted in the URI, where '?', '#' and '%' have meanings.
+    raw = os.fsencode(path)
     try:
         if readonly:
             con = sqlite3.connect(
-                f"file:{path}?mode=ro",
+                "file:" + urllib.parse.quote(raw) + "?mode=ro",
                 uri=True,
                 timeout=timeout,
                 isolation_level=None,
@@ -125,7 +130,7 @@ def connect(path: Path, *, readonly: bool = False, timeout: float = 30.0) -> sql
             )
         else:
             con = sqlite3.connect(
-                str(path), timeout=timeout, isolation_level=None, check_same_thread=False
+                raw, timeout=timeout, isolation_level=None, check_same_thread=False
             )
         con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         if not readonly:
@@ -143,23 +148,71 @@ def connect(path: Path, *, readonly: bool = False, timeout: float = 30.0) -> sql
         ) from exc
 
 
+def _not_a_store(path: Path, exc: BaseException) -> StoreError:
+    return StoreError(
+        f"{path} is not a tunescope store ({exc}). Point --store / TUNESCOPE_STORE at a "
+        "directory tunescope created, or at an empty one."
+    )
+
+
+def _tunescope_version() -> str:
+    from .. import __version__  # the package is imported by the time a store is opened
+
+    return __version__
+
+
+def check_version(con: sqlite3.Connection, path: Path) -> int | None:
+    """The store's schema version (None if it has none yet); `StoreError` if this tunescope
+    cannot read it: written by a newer one, or a version that is not a positive integer."""
+    rows = dict(
+        con.execute(
+            "SELECT key, value FROM meta WHERE key IN ('schema_version', 'created_by')"
+        ).fetchall()
+    )
+    value = rows.get("schema_version")
+    if value is None:
+        return None
+    try:
+        version = int(str(value), 10)
+        if version < 1 or str(version) != str(value).strip():
+            raise ValueError(value)
+    except ValueError:
+        raise StoreError(
+            f"{path}: the schema version in its meta table is corrupt ({value!r}; expected a "
+            "positive integer), so tunescope cannot tell how to read it. Restore store.db from a "
+            "backup, or point --store / TUNESCOPE_STORE at another directory."
+        ) from None
+    if version > SCHEMA_VERSION:
+        ours = _tunescope_version()
+        by = rows.get("created_by") or ""
+        by = f" ({by})" if by and by != f"tunescope {ours}" else ""
+        raise StoreError(
+            f"{path} was written by a newer tunescope{by}: schema {version}, and tunescope "
+            f"{ours} reads schema {SCHEMA_VERSION}; upgrade tunescope to read it "
+            "(pip install -U tunescope)."
+        )
+    return version
+
+
+def check_readable(con: sqlite3.Connection, path: Path) -> None:
+    """What a reader checks before its first query: a tunescope store it can read."""
+    try:
+        check_version(con, path)
+    except sqlite3.DatabaseError as exc:  # no meta table: another SQLite file, or not SQLite
+        raise _not_a_store(path, exc) from exc
+
+
 def create(con: sqlite3.Connection, path: Path) -> None:
     """Create the tables if missing and check the schema version."""
     try:
         con.executescript(DDL)
-        row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            con.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} was written by a newer tunescope (schema {row[0]}, this one reads "
-                f"{SCHEMA_VERSION}); upgrade tunescope to read it"
+        if check_version(con, path) is None:
+            con.executemany(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("created_by", f"tunescope {_tunescope_version()}"),
+                ],
             )
     except sqlite3.DatabaseError as exc:
-        raise StoreError(
-            f"{path} is not a tunescope store ({exc}). Point --store / TUNESCOPE_STORE at a "
-            "directory tunescope created, or at an empty one."
-        ) from exc
+        raise _not_a_store(path, exc) from exc
