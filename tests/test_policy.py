@@ -240,3 +240,35 @@ def test_resumed_run_keeps_monitor_baselines_and_policy_budget(store_dir: Path) 
     again.finish()
     findings = [e for e in Store().reader().events(again.id) if e.type == "finding"]
     assert len([e for e in findings if e.data["state"] == "raised"]) == 1  # not stored twice
+
+
+def test_overfitting_while_the_task_metric_improves_keeps_training_until_it_stops() -> None:
+    p = Policy(PolicyConfig(mode="act"))
+    keep = Finding(
+        Kind.OVERFITTING,
+        100,
+        Severity.WARNING,
+        "eval/loss rose 40% while eval/accuracy still improves",
+        {},
+        Recommendation("keep training", {"action": "keep_training", "metric": "eval/accuracy"}),
+        id="overfitting:eval/loss@100",
+    )
+    assert p.decide(keep) == []  # stopping would cost accuracy
+    done = keep.replace(
+        recommendation=Recommendation("No gain since step 80", {"action": "restore_best"}),
+        last_step=140,
+    )
+    assert [i.action for i in p.decide(done)] == ["restore_best", "stop"]
+
+
+def test_a_plateau_whose_weights_barely_move_stops_instead_of_cutting_the_lr() -> None:
+    p = Policy(PolicyConfig(mode="act"))
+    f = Finding(
+        Kind.PLATEAU,
+        200,
+        Severity.WARNING,
+        "plateau, and the learning rate has decayed to 1e-7",
+        {},
+        Recommendation("A lower learning rate cannot help", {"action": "restore_best"}),
+    )
+    assert [i.action for i in p.decide(f)] == ["restore_best", "stop"]

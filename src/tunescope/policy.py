@@ -191,6 +191,12 @@ class Policy:
         response = cfg.response(finding.kind)
         if response in (Response.ADVISE, Response.IGNORE):
             return []
+        rec = finding.recommendation.intervention or {}
+        if response is Response.RESTORE_BEST and rec.get("action") == "keep_training":
+            # the detector advises to keep training (overfitting while the task metric still
+            # improves): stopping would cost task accuracy. Not marked handled, so the same
+            # finding is acted on once its advice becomes a restore.
+            return []
         st.handled.append(finding.id)
         step, kind = finding.last_step, finding.kind
 
@@ -215,8 +221,7 @@ class Policy:
                 )
             ]
             return out + self._scale(make, kind, stop_when_used_up=True, f=finding)
-        rec_action = (finding.recommendation.intervention or {}).get("action")
-        if response is Response.SCALE_LR_THEN_STOP and rec_action == "restore_best":
+        if response is Response.SCALE_LR_THEN_STOP and rec.get("action") == "restore_best":
             # the detector measured that a lower LR cannot help (the weights barely move)
             return self._stop(
                 make,

@@ -64,7 +64,9 @@ ROOT_KINDS = frozenset({"divergence", "lr_too_high", "exploding_gradients"})
 CONSEQUENCE_KINDS = frozenset({"underfitting", "lr_too_low", "vanishing_gradients"})
 
 # Actions a recommendation may suggest (the policy turns them into `Control` flags).
-ACTIONS = ("stop", "scale_lr", "rollback", "restore_best", "save_checkpoint")
+# `keep_training` says, in structure, that the right response is *not* to intervene (overfitting
+# while the task metric still improves: stopping would cost accuracy); the policy applies nothing.
+ACTIONS = ("stop", "scale_lr", "rollback", "restore_best", "save_checkpoint", "keep_training")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from ..values import fmt
 from .detector import EVAL, LOSS, Signal, pct, resolved
-from .evalnoise import Wobble, change_sigma, worsening
+from .evalnoise import Wobble, change_sigma, score_scale, worsening
 from .findings import Kind, Recommendation, Severity
 from .learning import STUCK, UPDATE_LOW
 from .state import EvalTrack, State
@@ -46,6 +46,8 @@ _NOT_OVERFITTING = frozenset(
     }
 )
 TASK_CONFIRM = 0.03  # a task metric 3 points below its best confirms a rising eval loss
+GL_SUSTAINED = 0.10  # each of the last PATIENCE evaluations this far above the best: a warning
+TASK_GAIN = 0.01  # the task metric now a point above its value at the loss's best: improving
 NOISE_Z = 2.0  # a loss rise the task metric does not confirm must clear 2 sigmas of its noise
 
 PLATEAU_EVALS = 5  # evaluations without a 1% improvement of the best ...
@@ -218,8 +220,17 @@ class OverfittingDetector:
         task: EvalTrack | None = f["task"]
         task_drop: float | None = f["task_drop"]
         holds = not f["confirmed"]
-        if holds:
-            sev = Severity.INFO  # only the loss grows (noise or overconfidence); the task holds
+        sustained = (
+            not ev.higher and min(worsening(ev, v) for v in ev.values[-PATIENCE:]) >= GL_SUSTAINED
+        )
+        gain = _task_gain(task, ev.best_step) if task is not None and task is not ev else None
+        if holds and not sustained:
+            sev = Severity.INFO  # a small rise of the loss only (noise or overconfidence)
+        elif holds:
+            # the loss is >= 10% above its best at each of the last evaluations while the
+            # training loss falls: a warning whatever the task metric does (real fine-tunes
+            # often keep their accuracy while the held-out loss climbs 50-100%)
+            sev = Severity.WARNING
         elif gl >= (GL_CRITICAL if not ev.higher else 5 * DROP_MIN):
             sev = Severity.CRITICAL
         else:
@@ -232,20 +243,42 @@ class OverfittingDetector:
         )
         task_txt = ""
         if task is not None and task_drop is not None:
-            task_txt = (
-                f" ({task.key} holds at {fmt(task.last)})"
-                if holds
-                else f" and {task.key} fell to {fmt(task.last)} from {fmt(task.best)}"
-            )
+            if gain is not None and gain > TASK_GAIN:
+                task_txt = (
+                    f" while {task.key} still improves ({fmt(task.last)} now, up "
+                    f"{gain * 100:.1f} points since step {ev.best_step})"
+                )
+            elif holds:
+                task_txt = (
+                    f" ({task.key} holds at {fmt(task.last)}: no gain since step {ev.best_step})"
+                )
+            else:
+                task_txt = f" and {task.key} fell to {fmt(task.last)} from {fmt(task.best)}"
         msg = (
             f"{ev.key} {moved} over {f['k']} evaluations since step {ev.best_step} "
             f"({fmt(ev.best)} -> {fmt(ev.last)}){train}{task_txt}: overfitting."
         )
-        rec = Recommendation(
-            f"Stop and restore the checkpoint at step {ev.best_step}; or add weight decay, "
-            "dropout or data.",
-            {"action": "restore_best", "metric": ev.key, "step": ev.best_step},
-        )
+        if task is not None and gain is not None and gain > TASK_GAIN:
+            # over-confident but getting more answers right: stopping would cost task accuracy
+            rec = Recommendation(
+                f"{task.key} is still improving, so keep training: the model grows over-confident "
+                "(calibrate with label smoothing or temperature scaling) and keep two checkpoints, "
+                f"the best {ev.key} (step {ev.best_step}) and the best {task.key}.",
+                {"action": "keep_training", "metric": task.key},
+            )
+        elif task is not None and task is not ev and task_drop is not None:
+            rec = Recommendation(
+                f"No gain in {task.key} since step {ev.best_step}: further steps waste compute "
+                f"and worsen calibration. Stop and restore the checkpoint at step {ev.best_step}; "
+                "next time add weight decay, dropout or data.",
+                {"action": "restore_best", "metric": ev.key, "step": ev.best_step},
+            )
+        else:
+            rec = Recommendation(
+                f"Stop and restore the checkpoint at step {ev.best_step}; or add weight decay, "
+                "dropout or data.",
+                {"action": "restore_best", "metric": ev.key, "step": ev.best_step},
+            )
         evidence = {
             "metric": ev.key,
             "best": ev.best,
@@ -257,6 +290,7 @@ class OverfittingDetector:
             "train_loss_change": f["train_change"],
             "task_metric": task.key if task is not None else None,
             "task_drop": task_drop,
+            "task_gain_since_best": gain,
             "wobble": f["wobble"],
             "noise": f["noise"],
             "recent": list(zip(ev.steps[-PATIENCE - 1 :], ev.values[-PATIENCE - 1 :], strict=True)),
@@ -404,6 +438,19 @@ class PlateauDetector:
                 f"{PLATEAU_EVALS}"
             }
         return {}
+
+
+def _task_gain(task: EvalTrack, since: int) -> float | None:
+    """How much better the task metric is now (the better of its last PATIENCE values) than at
+    step `since` (0-1 scale; None without a value at or before `since` and one after it)."""
+    before = [v for s, v in zip(task.steps, task.values, strict=True) if s <= since and v == v]
+    after = [v for s, v in zip(task.steps, task.values, strict=True) if s > since and v == v]
+    if not before or not after:
+        return None
+    recent = after[-PATIENCE:]
+    best_after = max(recent) if task.higher else min(recent)
+    gain = (best_after - before[-1]) if task.higher else (before[-1] - best_after)
+    return gain / score_scale(max(abs(best_after), abs(before[-1])))
 
 
 def _barely_moving(st: State) -> str:
