@@ -72,7 +72,8 @@ def _report(
         rows = list(tensorboard.read(path))
         ctx = _override(Context.from_config(_tensorboard_config(path)), num_classes, max_steps)
         return replay(rows, ctx, by_wall=False, source={"type": "tensorboard", "path": str(path)})
-    if path.is_file():
+    if path.is_file() or (path.exists() and not path.is_dir()):
+        # a FIFO, socket or device too: the CSV reader refuses it by name, without opening it
         from ..io import csv as csv_io
 
         ctx = _override(Context(), num_classes, max_steps)

@@ -17,11 +17,15 @@ import numpy as np
 from ..errors import TunescopeError
 from ..names import canonical
 from ..store import Reader
+from . import files
 
 if TYPE_CHECKING:
     from ..run import Run
 
 LONG_COLUMNS = ("step", "metric", "value", "wall_time")
+# The csv module refuses fields over 128 KB; generated samples logged next to the metrics can be
+# longer. 16 MiB still bounds what an unclosed quote (the rest of the file as one field) reads.
+FIELD_LIMIT = 16 * 1024 * 1024
 
 
 class CSVFormatError(TunescopeError, ValueError):
@@ -68,12 +72,18 @@ def write_long(reader: Reader, run_id: str, out: TextIO) -> int:
     return len(order)
 
 
+def _shown(text: str) -> str:
+    """`text` quoted for an error message, shortened: a field can be megabytes long."""
+    return repr(text) if len(text) <= 60 else f"{text[:40]!r}... ({len(text):,} characters)"
+
+
 def _number(text: str, what: str, line: int, path: Path) -> float:
     try:
         return float(text)
     except ValueError:
         raise CSVFormatError(
-            f"{path}:{line}: {what} {text!r} is not a number (NaN and inf are written nan, inf, -inf)"
+            f"{path}:{line}: {what} {_shown(text)} is not a number "
+            "(NaN and inf are written nan, inf, -inf)"
         ) from None
 
 
@@ -86,33 +96,69 @@ def _step(text: str, line: int, path: Path) -> int:
         pass
     value = _number(text, "step", line, path)
     if not value.is_integer() or value < 0:
-        raise CSVFormatError(f"{path}:{line}: step {text!r} must be a non-negative integer")
+        raise CSVFormatError(f"{path}:{line}: step {_shown(text)} must be a non-negative integer")
     return int(value)
 
 
 def read(path: str | Path) -> Iterator[Row]:
-    """Rows of a long or wide metrics CSV, in file order (metric names made canonical)."""
+    """Rows of a long or wide metrics CSV, in file order (metric names made canonical).
+
+    Raises `CSVFormatError` naming the file (and line) for anything that is not such a file:
+    not a regular file, binary, not UTF-8 (UTF-16/32 with a byte-order mark are read), a field
+    over `FIELD_LIMIT`, a bad header or value.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise CSVFormatError(f"{path}: no such file")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or not any(h.strip() for h in header):
-            raise CSVFormatError(
-                f"{path} is empty; expected a header such as step,metric,value,wall_time"
-            )
-        cols = [h.strip() for h in header]
-        lower = [c.lower() for c in cols]
-        if {"step", "metric", "value"} <= set(lower):
-            yield from _read_long(reader, lower, path)
-        elif lower[0] == "step" and len(cols) > 1:
-            yield from _read_wide(reader, cols, path)
-        else:
-            raise CSVFormatError(
-                f"{path}: header {','.join(cols)!r} is neither long CSV (columns step, metric, "
-                "value[, wall_time]) nor wide CSV (first column step, one column per metric)"
-            )
+    if csv.field_size_limit() < FIELD_LIMIT:
+        csv.field_size_limit(FIELD_LIMIT)
+    with files.open_text(path, CSVFormatError) as fh:
+        records = _Records(fh, path)
+        try:
+            header = next(records, None)
+            if header is None or not any(h.strip() for h in header):
+                raise CSVFormatError(
+                    f"{path} is empty; expected a header such as step,metric,value,wall_time"
+                )
+            cols = [h.strip() for h in header]
+            lower = [c.lower() for c in cols]
+            if {"step", "metric", "value"} <= set(lower):
+                yield from _read_long(records, lower, path)
+            elif lower[0] == "step" and len(cols) > 1:
+                yield from _read_wide(records, cols, path)
+            else:
+                raise CSVFormatError(
+                    f"{path}: header {','.join(cols)!r} is neither long CSV (columns step, "
+                    "metric, value[, wall_time]) nor wide CSV (first column step, one column "
+                    "per metric)"
+                )
+        except UnicodeDecodeError:
+            raise CSVFormatError(files.decode_error(path, fh.encoding)) from None
+
+
+class _Records:
+    """The csv module's records, with its errors turned into messages that name the line."""
+
+    def __init__(self, fh: TextIO, path: Path) -> None:
+        self._reader = csv.reader(fh)
+        self._path = path
+        self._line = 0  # physical lines read up to the end of the last good record
+
+    def __iter__(self) -> _Records:
+        return self
+
+    def __next__(self) -> list[str]:
+        try:
+            rec = next(self._reader)
+        except csv.Error as exc:
+            start = self._line + 1
+            if "field larger than field limit" in str(exc):
+                raise CSVFormatError(
+                    f"{self._path}: a field starting on line {start} is longer than "
+                    f"{FIELD_LIMIT // 2**20} MiB (an unclosed quote makes the rest of the file "
+                    "one field)"
+                ) from None
+            raise CSVFormatError(f"{self._path}: line {start}: {exc}") from None
+        self._line = self._reader.line_num
+        return rec
 
 
 def _read_long(reader: Iterator[list[str]], lower: list[str], path: Path) -> Iterator[Row]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import TunescopeError
 from ..names import canonical
 from ..store import Reader
+from . import files
 from .csv import Row
 
 
@@ -20,6 +21,25 @@ def event_dirs(root: Path) -> list[Path]:
     """Directories under `root` (itself included) that hold event files."""
     dirs = sorted({p.parent for p in root.rglob("events.out.tfevents.*")})
     return dirs
+
+
+def check_event_files(d: Path) -> None:
+    """Refuse, by name, what TensorBoard's loader would open in `d` and fail or hang on.
+
+    The loader opens every entry whose name contains "tfevents" (its own rule): a directory
+    raises `IsADirectoryError`, a FIFO blocks for ever, a file of another format is skipped
+    without a word. Each is a `TensorBoardError` naming the file here.
+    """
+    for entry in sorted(d.iterdir()):
+        if "tfevents" not in entry.name:
+            continue
+        with files.open_binary(entry, TensorBoardError) as fh:
+            head = fh.read(64)  # a record's framing, or enough to recognise another format
+        if len(head) < 12 or files.is_tfrecord(head):
+            continue  # empty or still being written: TensorBoard reads what is there
+        found = files.describe(head)
+        what = f"it is {found[0]}" if found else "its first record is not a TFRecord"
+        raise TensorBoardError(f"{entry} is not a TensorBoard event file ({what})")
 
 
 def read(root: str | Path) -> Iterator[Row]:
@@ -38,6 +58,8 @@ def read(root: str | Path) -> Iterator[Row]:
         raise TensorBoardError(f"no TensorBoard event files (events.out.tfevents.*) under {root}")
     rows: list[Row] = []
     seen: dict[str, Path] = {}
+    for d in dirs:
+        check_event_files(d)
     for d in dirs:
         acc = EventAccumulator(str(d), size_guidance={SCALARS: 0, TENSORS: 0})
         acc.Reload()
