@@ -229,6 +229,25 @@ class Monitor:
                     f"the number of classes was inferred as {round(math.exp(chance))} from the "
                     f"initial train loss {st.loss.initial:.4g} (= ln C)"
                 )
+            if st.lr.n:
+                out.append(
+                    f"the learning rate was read from train/lr: peak {st.lr.peak:.3g} at step "
+                    f"{st.lr.peak_step}, {st.lr.last:.3g} at the end"
+                )
+            if not st.context.max_steps and st.epoch == st.epoch:
+                out.append(
+                    f"the training budget was taken as {st.context.epochs or 3.0:g} epochs "
+                    f"({'the config' if st.context.epochs else 'HF Trainer default'}) from "
+                    "train/epoch (pass --max-steps to set it)"
+                )
+            if st.blowup() is not None and st.roots:
+                b = st.blowup() or {}
+                out.append(
+                    f"{b.get('metric')} blew up at step {b.get('step')} ({b.get('rule')}): "
+                    "findings that follow from it name their root cause (caused_by)"
+                )
+            if self.errors:
+                out.append("detectors disabled after an internal error: " + "; ".join(self.errors))
             if st.budget_used(st.step) is None:
                 out.append(
                     "the training budget is unknown (pass --max-steps): 'not learning' is judged "

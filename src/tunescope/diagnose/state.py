@@ -344,7 +344,8 @@ class State:
         (a too-high LR throws the loss up, then leaves it at chance with dead lower layers).
         """
         if self.nonfinite_step >= 0:
-            return {"rule": "non-finite", "step": self.nonfinite_step, "metric": "train/loss"}
+            metric = self.loss.key if self.loss.nonfinite else self.grad.key
+            return {"rule": "non-finite", "step": self.nonfinite_step, "metric": metric}
         loss, grad = self.loss, self.grad
         ref = self.reference_loss()
         if loss.initial is not None and ref is not None and loss.peak_step >= 0:
