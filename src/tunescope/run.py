@@ -16,7 +16,6 @@ import secrets
 import sys
 import threading
 import time
-import warnings
 import weakref
 from collections import deque
 from collections.abc import Mapping
@@ -369,18 +368,19 @@ class Run:
 
     def _wait_for_room(self) -> None:
         """Logging outpaces the writer: wait (backpressure) rather than let unwritten points pile
-        up, since those are what a killed process loses. Warns once."""
+        up, since those are what a killed process loses. Said once, at info level: a loop
+        that logs faster than a disk can take is normal (an import, a tight benchmark)."""
         writer = self._writer
         assert writer is not None
         progress = self._progress
         if not self._warned_full:
             self._warned_full = True
-            warnings.warn(
-                f"tunescope: {self._queued - progress.done} values are waiting to be written to "
-                f"{writer.db_path}; log() waits for the writer (about "
-                f"{progress.limit:,} values may wait) instead of letting points pile up unwritten",
-                RuntimeWarning,
-                stacklevel=3,
+            log.info(
+                "tunescope: %d values are waiting to be written to %s; log() waits for the "
+                "writer (at most about %d may wait) instead of letting points pile up unwritten",
+                self._queued - progress.done,
+                writer.db_path,
+                progress.limit,
             )
         writer.wake()
         while self._queued - progress.done > progress.limit // 2:

@@ -23,7 +23,6 @@ Two kinds of failure, handled differently:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 import threading
@@ -35,9 +34,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import TunescopeError
-from .chunks import CHUNK, ROLLUP, SUMMARY_COLUMNS, Summary, decode, encode, merge, summarize
 from .records import EventRecord, Point, SummaryRecord, check_point, safe_text, weight
-from .schema import SUMMARY_SELECT, connect
+from .schema import connect
+from .tables import RunTables
 
 log = logging.getLogger("tunescope")
 
@@ -89,20 +88,6 @@ def _hint(exc: BaseException | None) -> str:
     return "free disk space or fix permissions"
 
 
-_CHUNK_UPSERT = (
-    f"INSERT OR REPLACE INTO chunks (series, seg, idx, {SUMMARY_SELECT}) "
-    f"VALUES ({', '.join('?' * (3 + len(SUMMARY_COLUMNS)))})"
-)
-_DATA_UPSERT = (
-    "INSERT OR REPLACE INTO chunk_data (series, seg, idx, steps, vals, walls) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-_ROLLUP_UPSERT = (
-    f"INSERT OR REPLACE INTO rollups (series, seg, idx, {SUMMARY_SELECT}) "
-    f"VALUES ({', '.join('?' * (3 + len(SUMMARY_COLUMNS)))})"
-)
-
-
 @dataclass(slots=True)
 class Progress:
     """How far the writer got with one run's queue; shared with the run's caller.
@@ -133,27 +118,12 @@ class Observer(Protocol):
 Listener = Callable[[list[EventRecord]], None]
 
 
-@dataclass(slots=True)
-class _Series:
-    sid: int
-    seg: int
-    idx: int
-    steps: list[int] = field(default_factory=list)
-    vals: list[float] = field(default_factory=list)
-    walls: list[float] = field(default_factory=list)
-    n: int = 0
-    dirty: bool = False
-
-
 @dataclass
 class _RunState:
     run_id: str
     queue: deque[Any]
-    seg: int = 0
-    last_step: int | None = None
-    series: dict[str, _Series] = field(default_factory=dict)
+    tables: RunTables
     closing: tuple[str, float] | None = None  # (status, ended)
-    loaded: bool = False
     observer: Observer | None = None
     listener: Listener | None = None
     committed: list[EventRecord] = field(default_factory=list)
@@ -219,7 +189,7 @@ class Writer:
         the run's `Progress`, which the caller reads to wait when it logs faster than the
         writer writes; `max_backlog` caps its `limit`.
         """
-        state = _RunState(run_id, queue, observer=observer, listener=listener)
+        state = _RunState(run_id, queue, RunTables(run_id), observer=observer, listener=listener)
         if max_backlog is not None:
             state.progress.cap = max(1, max_backlog)
             state.progress.limit = min(state.progress.limit, state.progress.cap)
@@ -349,8 +319,8 @@ class Writer:
                     continue
                 entries: list[Any] = []
                 taken.append((state, entries))
-                if not state.loaded:
-                    self._load(con, state)
+                if not state.tables.loaded:
+                    state.tables.load(con)
                 q = state.queue
                 # At least one record per transaction, however slow, so a cycle always ends.
                 while left[i] and budget > 0 and (not entries or time.monotonic() < deadline):
@@ -364,7 +334,7 @@ class Writer:
                     for entry in self._final_events(state):
                         entries.append(entry)
                         self._apply(con, state, entry)
-                self._finalize(con, state)
+                state.tables.finalize(con)
             finishing = self._mark(con, runs, left, closing, closed)
             con.execute("COMMIT")
         except Exception as exc:
@@ -401,51 +371,13 @@ class Writer:
         self.error = None
         return True
 
-    # -- state -------------------------------------------------------------------------------------
-    def _load(self, con: sqlite3.Connection, state: _RunState) -> None:
-        """(Re)build the in-memory state of a run from the database (resume, after an error)."""
-        row = con.execute(
-            "SELECT segment, last_step FROM runs WHERE id=?", (state.run_id,)
-        ).fetchone()
-        state.seg, state.last_step = (row[0], row[1]) if row else (0, None)
-        state.series.clear()
-        for sid, key, n in con.execute(
-            "SELECT id, key, n FROM series WHERE run=?", (state.run_id,)
-        ).fetchall():
-            last = con.execute(
-                "SELECT c.seg, c.idx, c.n, d.steps, d.vals, d.walls FROM chunks c JOIN chunk_data d "
-                "USING (series, seg, idx) WHERE c.series=? ORDER BY c.seg DESC, c.idx DESC LIMIT 1",
-                (sid,),
-            ).fetchone()
-            if last is None:
-                state.series[key] = _Series(sid, state.seg, 0, n=n)
-                continue
-            seg, idx, cn, steps, vals, walls = last
-            ser = _Series(sid, seg, idx, n=n)
-            if cn < CHUNK:  # continue the open chunk
-                s, v, w = decode(steps, vals, walls)
-                ser.steps, ser.vals, ser.walls = s.tolist(), v.tolist(), w.tolist()
-            else:
-                ser.idx = idx + 1
-            state.series[key] = ser
-        state.loaded = True
-
-    def _new_series(self, con: sqlite3.Connection, state: _RunState, key: str) -> _Series:
-        cur = con.execute("INSERT INTO series(run, key) VALUES (?, ?)", (state.run_id, key))
-        sid = cur.lastrowid
-        assert sid is not None
-        ser = _Series(sid, state.seg, 0)
-        state.series[key] = ser
-        return ser
-
     # -- transactions --------------------------------------------------------------------------
     def _rollback(self, con: sqlite3.Connection, runs: list[_RunState]) -> None:
         """Undo the open transaction; the chunk state in memory is reloaded before next use."""
         with contextlib.suppress(sqlite3.Error):
             con.execute("ROLLBACK")
         for state in runs:
-            state.loaded = False
-            state.series.clear()
+            state.tables.reset()
             state.committed = []
 
     @staticmethod
@@ -491,11 +423,11 @@ class Writer:
             part = parts.popleft()
             try:
                 con.execute("BEGIN IMMEDIATE")
-                if not state.loaded:
-                    self._load(con, state)
+                if not state.tables.loaded:
+                    state.tables.load(con)
                 for entry in part:
                     self._apply(con, state, entry)
-                self._finalize(con, state)
+                state.tables.finalize(con)
                 con.execute("COMMIT")
             except Exception as exc:
                 self._rollback(con, [state])
@@ -562,7 +494,7 @@ class Writer:
         the events the observer returned for it; or the record itself (events, summaries); or
         a `note` saying why it was rejected."""
         if type(item) is tuple:
-            point = check_point(item, state.series)
+            point = check_point(item, state.tables.series)
             if isinstance(point, str):
                 return self._reject(state, item, point)
             entries: list[Any] = [point]
@@ -616,80 +548,12 @@ class Writer:
     def _apply(self, con: sqlite3.Connection, state: _RunState, entry: Any) -> None:
         """Write one prepared entry into the open transaction."""
         if type(entry) is Point:
-            self._add_point(con, state, entry)
+            state.tables.add_point(con, entry)
         elif isinstance(entry, EventRecord):
-            if entry.step is None:
-                entry.step = state.last_step or 0
-            con.execute(
-                "INSERT INTO events (run, step, seg, wall, type, kind, severity, message, data, "
-                "ref) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    state.run_id,
-                    entry.step,
-                    state.seg,
-                    entry.wall,
-                    entry.type,
-                    entry.kind,
-                    entry.severity,
-                    entry.message,
-                    json.dumps(entry.data, default=str, allow_nan=True),
-                    entry.ref,
-                ),
-            )
+            state.tables.add_event(con, entry)
             state.committed.append(entry)
         elif isinstance(entry, SummaryRecord):
-            self._merge_summary(con, state.run_id, entry.values)
-
-    def _add_point(self, con: sqlite3.Connection, state: _RunState, point: Point) -> None:
-        step, wall, series = point.step, point.wall, state.series
-        if state.last_step is not None and step < state.last_step:
-            state.seg += 1  # a step went back: rollback or resume; start a new segment
-        state.last_step = step
-        seg = state.seg
-        for key, value in point.values:
-            ser = series.get(key)
-            if ser is None:
-                ser = self._new_series(con, state, key)
-            if ser.seg != seg:
-                if ser.steps:
-                    self._write_chunk(con, ser)
-                ser.seg, ser.idx = seg, 0
-                ser.steps, ser.vals, ser.walls = [], [], []
-            ser.steps.append(step)
-            ser.vals.append(value)
-            ser.walls.append(wall)
-            ser.n += 1
-            ser.dirty = True
-            if len(ser.steps) >= CHUNK:
-                self._write_chunk(con, ser)
-
-    def _finalize(self, con: sqlite3.Connection, state: _RunState) -> None:
-        """Write the open chunks and the series and run rows of what this transaction added."""
-        updates = []
-        for ser in state.series.values():
-            if not ser.dirty:
-                continue
-            if ser.steps:
-                self._write_chunk(con, ser)
-            ser.dirty = False
-            updates.append(ser)
-        if updates:
-            rows = []
-            for ser in updates:
-                last_val, last_step, last_wall = self._last_point(con, ser)
-                nan = last_val != last_val
-                rows.append(
-                    (ser.n, last_step, None if nan else last_val, int(nan), last_wall, ser.sid)
-                )
-            con.executemany(
-                "UPDATE series SET n=?, last_step=?, last_value=?, last_nan=?, last_wall=? "
-                "WHERE id=?",
-                rows,
-            )
-        con.execute(
-            "UPDATE runs SET last_step=?, segment=? WHERE id=?",
-            (state.last_step, state.seg, state.run_id),
-        )
+            state.tables.merge_summary(con, entry.values)
 
     @staticmethod
     def _observe(state: _RunState, observer: Observer, point: Point, out: list[Any]) -> None:
@@ -711,52 +575,3 @@ class Writer:
                 )
             )
             state.observer = None
-
-    @staticmethod
-    def _last_point(con: sqlite3.Connection, ser: _Series) -> tuple[float, int, float]:
-        if ser.steps:
-            return ser.vals[-1], ser.steps[-1], ser.walls[-1]
-        row = con.execute(
-            "SELECT last, step_hi, wall_hi FROM chunks WHERE series=? "
-            "ORDER BY seg DESC, idx DESC LIMIT 1",
-            (ser.sid,),
-        ).fetchone()
-        return (float("nan") if row[0] is None else row[0]), row[1], row[2]
-
-    def _write_chunk(self, con: sqlite3.Connection, ser: _Series) -> None:
-        """Write the open chunk (partial chunks are rewritten until full)."""
-        import numpy as np
-
-        steps = np.asarray(ser.steps, dtype=np.int64)
-        vals = np.asarray(ser.vals, dtype=np.float64)
-        walls = np.asarray(ser.walls, dtype=np.float64)
-        summary = summarize(steps, vals, walls)
-        con.execute(_CHUNK_UPSERT, (ser.sid, ser.seg, ser.idx, *summary.to_row()))
-        con.execute(
-            _DATA_UPSERT, (ser.sid, ser.seg, ser.idx, *encode(ser.steps, ser.vals, ser.walls))
-        )
-        if len(ser.steps) >= CHUNK:
-            if ser.idx % ROLLUP == ROLLUP - 1:
-                self._write_rollup(con, ser.sid, ser.seg, ser.idx // ROLLUP)
-            ser.idx += 1
-            ser.steps, ser.vals, ser.walls = [], [], []
-
-    @staticmethod
-    def _write_rollup(con: sqlite3.Connection, sid: int, seg: int, group: int) -> None:
-        rows = con.execute(
-            f"SELECT {SUMMARY_SELECT} FROM chunks WHERE series=? AND seg=? AND idx BETWEEN ? AND ? "
-            "ORDER BY idx",
-            (sid, seg, group * ROLLUP, group * ROLLUP + ROLLUP - 1),
-        ).fetchall()
-        summary = merge([Summary.from_row(r) for r in rows])
-        con.execute(_ROLLUP_UPSERT, (sid, seg, group, *summary.to_row()))
-
-    @staticmethod
-    def _merge_summary(con: sqlite3.Connection, run_id: str, values: dict[str, Any]) -> None:
-        row = con.execute("SELECT summary FROM runs WHERE id=?", (run_id,)).fetchone()
-        current = json.loads(row[0]) if row and row[0] else {}
-        current.update(values)
-        con.execute(
-            "UPDATE runs SET summary=? WHERE id=?",
-            (json.dumps(current, default=str, allow_nan=True), run_id),
-        )
