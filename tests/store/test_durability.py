@@ -38,7 +38,9 @@ TIGHT_LOOP = textwrap.dedent(
 def test_a_kill_under_full_load_loses_at_most_about_a_second(tmp_path: Path, width: int) -> None:
     store = tmp_path / "s"
     proc = subprocess.Popen(
-        [sys.executable, "-c", TIGHT_LOOP, str(store), str(width)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", TIGHT_LOOP, str(store), str(width)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     run_id = proc.stdout.readline().strip()

@@ -192,4 +192,3 @@ def test_finish_during_a_write_cycle_loses_nothing(tmp_path: Path) -> None:
     run.finish()
     s = Store(tmp_path / "s").reader().series(run.id, "a")
     assert s.steps.tolist() == list(range(1000))
-
