@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple, TextIO
 import numpy as np
 
 from ..errors import TunescopeError
-from ..names import canonical
+from ..names import MetricNameError, canonical
 from ..store import Reader
 from . import files
 
@@ -26,6 +26,7 @@ LONG_COLUMNS = ("step", "metric", "value", "wall_time")
 # The csv module refuses fields over 128 KB; generated samples logged next to the metrics can be
 # longer. 16 MiB still bounds what an unclosed quote (the rest of the file as one field) reads.
 FIELD_LIMIT = 16 * 1024 * 1024
+MAX_STEP = 2**63 - 1  # steps are SQLite INTEGERs and packed int64 columns
 
 
 class CSVFormatError(TunescopeError, ValueError):
@@ -90,14 +91,41 @@ def _number(text: str, what: str, line: int, path: Path) -> float:
 def _step(text: str, line: int, path: Path) -> int:
     try:
         step = int(text)  # the common case, without a float round-trip
-        if step >= 0:
+        if 0 <= step <= MAX_STEP:
             return step
     except ValueError:
         pass
     value = _number(text, "step", line, path)
     if not value.is_integer() or value < 0:
         raise CSVFormatError(f"{path}:{line}: step {_shown(text)} must be a non-negative integer")
+    if value > MAX_STEP:
+        raise CSVFormatError(
+            f"{path}:{line}: step {_shown(text)} is above 2**63 - 1, the largest step a store "
+            "holds; number the steps from 0"
+        )
     return int(value)
+
+
+def _wall(text: str, line: int, path: Path) -> float | None:
+    """The wall_time cell: Unix seconds, or None (empty: the time of the import)."""
+    if not text.strip():
+        return None
+    wall = _number(text, "wall_time", line, path)
+    if not math.isfinite(wall):
+        raise CSVFormatError(
+            f"{path}:{line}: wall_time {_shown(text)} must be a finite Unix time in seconds; "
+            "leave the cell empty where it is unknown"
+        )
+    return wall
+
+
+def _metric(raw: str, line: int, path: Path) -> str:
+    if not raw.strip():
+        raise CSVFormatError(f"{path}:{line}: empty metric name")
+    try:
+        return canonical(raw.strip())
+    except MetricNameError as exc:
+        raise CSVFormatError(f"{path}:{line}: metric {_shown(raw)}: {exc}") from None
 
 
 def read(path: str | Path) -> Iterator[Row]:
@@ -174,32 +202,28 @@ def _read_long(reader: Iterator[list[str]], lower: list[str], path: Path) -> Ite
         raw = rec[i_metric]
         metric = names.get(raw)
         if metric is None:
-            if not raw.strip():
-                raise CSVFormatError(f"{path}:{line}: empty metric name")
-            metric = names[raw] = canonical(raw.strip())
+            metric = names[raw] = _metric(raw, line, path)
         try:  # fast path; the slow path below names the bad field
             value = float(rec[i_value])
             wall = float(rec[i_wall]) if i_wall is not None and rec[i_wall] else None
+            if wall is not None and not math.isfinite(wall):
+                raise ValueError
         except ValueError:
             value = _number(rec[i_value], "value", line, path)
-            wall = (
-                _number(rec[i_wall], "wall_time", line, path)
-                if i_wall is not None and rec[i_wall].strip()
-                else None
-            )
+            wall = _wall(rec[i_wall], line, path) if i_wall is not None else None
         yield Row(_step(rec[i_step], line, path), metric, value, wall)
 
 
 def _read_wide(reader: Iterator[list[str]], cols: list[str], path: Path) -> Iterator[Row]:
-    names = [canonical(c) if c else "" for c in cols]
+    names = [_metric(c, 1, path) if c else "" for c in cols]
     wall_col = next((i for i, c in enumerate(cols) if c.lower() == "wall_time"), None)
     for line, rec in enumerate(reader, start=2):
         if not rec or not any(f.strip() for f in rec):
             continue
         step = _step(rec[0], line, path)
         wall = (
-            _number(rec[wall_col], "wall_time", line, path)
-            if wall_col is not None and wall_col < len(rec) and rec[wall_col].strip()
+            _wall(rec[wall_col], line, path)
+            if wall_col is not None and wall_col < len(rec)
             else None
         )
         for i in range(1, min(len(rec), len(cols))):

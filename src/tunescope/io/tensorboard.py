@@ -3,6 +3,7 @@ with TensorBoard's own `EventAccumulator`, and write a run with `SummaryWriter`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def read(root: str | Path) -> Iterator[Row]:
         for tag in tags.get("scalars", []):
             _claim(seen, tag, d, root)
             for ev in acc.Scalars(tag):
+                _check(ev.step, ev.wall_time, tag, d)
                 rows.append(Row(int(ev.step), canonical(tag), float(ev.value), float(ev.wall_time)))
         for tag in tags.get("tensors", []):
             events = acc.Tensors(tag)
@@ -76,11 +78,25 @@ def read(root: str | Path) -> Iterator[Row]:
             for ev in events:
                 value = _scalar(ev.tensor_proto)
                 if value is not None:
+                    _check(ev.step, ev.wall_time, tag, d)
                     rows.append(Row(int(ev.step), canonical(tag), value, float(ev.wall_time)))
     if not rows:
         raise TensorBoardError(f"the event files under {root} hold no scalar values")
     rows.sort(key=lambda r: (r.wall_time or 0.0, r.step))
     yield from rows
+
+
+def _check(step: int, wall: float, tag: str, d: Path) -> None:
+    """What the store cannot hold, refused before the import creates a run."""
+    if step < 0:
+        raise TensorBoardError(
+            f"{d}: tag {tag!r} has a value at step {step}; steps must be non-negative"
+        )
+    if not math.isfinite(wall):
+        raise TensorBoardError(
+            f"{d}: tag {tag!r} has a value at step {step} with wall time {wall}; "
+            "wall times must be finite Unix seconds"
+        )
 
 
 def _claim(seen: dict[str, Path], tag: str, d: Path, root: Path) -> None:
