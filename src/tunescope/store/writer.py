@@ -51,29 +51,27 @@ BACKLOG_SECONDS = 0.25
 MIN_BACKLOG = 2_000  # values; below this the writer's speed is never the limit
 START_BACKLOG = 50_000  # values, until the writer has measured its speed on this machine
 MAX_REJECT_NOTES = 10  # `note` events per run for rejected records; more are only counted
-# SQLite primary result codes that say the environment failed, not a record: keep the points and
-# retry (PERM, BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL,
-# NOTADB). Anything else that fails a transaction is isolated record by record.
-_RETRYABLE_CODES = frozenset({3, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
 
 
 def retryable(exc: BaseException) -> bool:
-    """Whether a failed write should be retried with the same records (the environment failed)
-    rather than isolated (a record SQLite cannot hold)."""
-    if isinstance(exc, MemoryError | OSError):
+    """Whether a failed write should be retried with the same records (the environment failed:
+    disk full, locked, read-only, I/O error, a damaged file) rather than isolated record by
+    record (a value SQLite refuses: an integer beyond int64, text that is not UTF-8, JSON it
+    cannot hold). When in doubt, retry: a wrong retry only waits, a wrong rejection loses."""
+    if isinstance(exc, MemoryError | OSError | sqlite3.OperationalError | sqlite3.InternalError):
         return True
     if isinstance(
         exc,
         sqlite3.IntegrityError
         | sqlite3.DataError
-        | sqlite3.InterfaceError
-        | sqlite3.ProgrammingError,
+        | sqlite3.ProgrammingError
+        | sqlite3.NotSupportedError
+        | sqlite3.InterfaceError,
     ):
         return False
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        return code is None or (code & 0xFF) in _RETRYABLE_CODES
-    return False
+    # A bare DatabaseError is a damaged or foreign file; anything else (OverflowError,
+    # UnicodeEncodeError, ValueError from JSON) comes from one record's contents.
+    return isinstance(exc, sqlite3.DatabaseError)
 
 
 def _hint(exc: BaseException | None) -> str:
@@ -261,6 +259,7 @@ class Writer:
                 self._cycle(runs)
             except Exception as exc:  # a writer bug must not end the thread: keep and retry
                 log.warning("tunescope: the store writer failed (%r); will retry", exc)
+                self._rollback(self._con, runs)
                 self.error = exc
             with self._cond:
                 self._done += 1
