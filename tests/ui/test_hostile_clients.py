@@ -9,6 +9,7 @@ ACK); there was no TLS. Clients are all on 127.0.0.1, and every loop is bounded.
 from __future__ import annotations
 
 import http.client
+import logging
 import math
 import shutil
 import socket
@@ -215,3 +216,21 @@ def test_compare_caps_points_times_runs(store: Path) -> None:
     runs = ",".join(f"r{i}" for i in range(21))
     res = client.get("/api/compare", params={"runs": runs, "key": "train/loss", "points": 10_000})
     assert res.status_code == 400 and "at most 9,523 points for 21 runs" in res.json()["error"]
+
+
+def test_rate_limit_lets_a_burst_through_then_counts_what_it_held_back() -> None:
+    from tunescope.ui.server import RateLimit
+
+    limit = RateLimit(window=0.2, burst=2)
+
+    def record(msg: str, *args: object) -> logging.LogRecord:
+        return logging.makeLogRecord({"name": "asyncio", "msg": msg, "args": args})
+
+    passed = [limit.filter(record("refused %d", i)) for i in range(50)]
+    assert passed == [True, True] + [False] * 48
+    assert limit.filter(record("another kind\nwith a traceback"))  # kinds are counted apart
+    time.sleep(0.25)
+    late = record("refused %d", 99)
+    assert limit.filter(late) and late.getMessage() == (
+        "refused 99 [48 more like this in the previous 0.2 s not logged]"
+    )

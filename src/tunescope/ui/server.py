@@ -42,7 +42,8 @@ WRITE_TIMEOUT = 30.0  # s a client may leave a response unread (< 48 KB read in 
 MAX_CONNECTIONS = 2_000  # above the 1,000 open pages (event streams) measured to work
 FD_RESERVE = 256  # descriptors kept for the store (3 per worker thread), static files, logs
 MAX_HEADER_BYTES = 16 * 1024  # h11's default bound on a request head, made explicit
-BACKLOG = 128  # listen queue; uvicorn's 2048 also bounds asyncio's per-tick accept loop
+BACKLOG = 2_048  # uvicorn's default listen queue: at 128, 3 of 500 clients connecting at once
+# timed out. It also bounds asyncio's accept loop per tick, which the log rate limit covers.
 LOGGERS = ("asyncio", "uvicorn.error", "tunescope.ui")  # the loggers a client can make write
 
 _REFUSAL = (
@@ -195,10 +196,13 @@ class RateLimit(logging.Filter):
 
 
 def install_rate_limit(window: float = 60.0, burst: int = 3) -> RateLimit:
-    """Attach one `RateLimit` to every logger a client's behaviour can make write."""
+    """Attach one `RateLimit` to every logger a client's behaviour can make write (once)."""
     limit = RateLimit(window, burst)
     for name in LOGGERS:
-        logging.getLogger(name).addFilter(limit)
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, RateLimit)]:
+            logger.removeFilter(old)
+        logger.addFilter(limit)
     return limit
 
 
