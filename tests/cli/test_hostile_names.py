@@ -281,3 +281,50 @@ def _screen_text(text: str) -> str:
         assert ch not in plain, f"{ch!r} reached the terminal: {plain!r}"
     assert "\x1b]8;" not in text  # no hyperlink
     return plain
+
+
+@pytest.mark.slow
+def test_train_prints_hostile_names_literally(tmp_path: Path) -> None:
+    """`tunescope check` and `train` of a tiny model whose directory, run name and class names
+    are hostile: check's tables; train's start line, evaluation lines, per-class table, summary."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "finetune"))
+    from tinydata import make_rows, save_tiny_bert, write_csv
+
+    model = save_tiny_bert(tmp_path / "tiny[bold]bert")
+    labels = {"sport": "[red]sport", "money": "mo[/s]ney", "film": "film\x1b[2J"}
+    rows = [{**r, "label": labels[r["label"]]} for r in make_rows()]
+    data = write_csv(tmp_path / "topics.csv", rows)  # datasets globs paths: no brackets there
+    name = "run[/s][link=https://evil.example]x[/link]"
+    config = [
+        f"model.name={model}",
+        f"data.train_file={data}",
+        "data.max_length=32",
+        "data.validation_split=0.2",
+        "data.test_split=0.2",
+        "train.max_steps=10",
+        "train.eval_every=5",
+        "train.batch_size=8",
+        f"train.output_dir={tmp_path / 'out'}",
+    ]
+    proc = _cli(tmp_path / "store", "check", *config, "--time-steps", "0")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    screen = _screen(proc)
+    for text in ("config OK: ", "tiny[bold]bert", "[red]sport", "mo[/s]ney", "film\\x1b[2J"):
+        assert text in screen, (text, screen)
+
+    proc = _cli(tmp_path / "store", "train", *config, f"monitor.name={name}")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    # The progress bar redraws itself: cursor hide/show, erase line, CR — Rich's, not ours.
+    live = re.compile(r"\x1b\[\?25[lh]|\x1b\[2K|\x1b\[\d*A|\r")
+    output = proc.stdout.decode("utf-8") + proc.stderr.decode("utf-8")
+    assert "Traceback" not in output
+    screen = _screen_text(live.sub("", output))
+    for text in (
+        "tiny[bold]bert",
+        "[red]sport",
+        "mo[/s]ney",
+        "film\\x1b[2J",
+        f"run {name}",
+        f"tunescope diagnose {name}",
+    ):
+        assert text in screen, (text, screen)
