@@ -139,7 +139,7 @@ def read(path: str | Path) -> Iterator[Row]:
     if csv.field_size_limit() < FIELD_LIMIT:
         csv.field_size_limit(FIELD_LIMIT)
     with files.open_text(path, CSVFormatError) as fh:
-        records = _Records(fh, path)
+        records = csv.reader(fh)
         try:
             header = next(records, None)
             if header is None or not any(h.strip() for h in header):
@@ -160,33 +160,27 @@ def read(path: str | Path) -> Iterator[Row]:
                 )
         except UnicodeDecodeError:
             raise CSVFormatError(files.decode_error(path, fh.encoding)) from None
-
-
-class _Records:
-    """The csv module's records, with its errors turned into messages that name the line."""
-
-    def __init__(self, fh: TextIO, path: Path) -> None:
-        self._reader = csv.reader(fh)
-        self._path = path
-        self._line = 0  # physical lines read up to the end of the last good record
-
-    def __iter__(self) -> _Records:
-        return self
-
-    def __next__(self) -> list[str]:
-        try:
-            rec = next(self._reader)
         except csv.Error as exc:
-            start = self._line + 1
-            if "field larger than field limit" in str(exc):
-                raise CSVFormatError(
-                    f"{self._path}: a field starting on line {start} is longer than "
-                    f"{FIELD_LIMIT // 2**20} MiB (an unclosed quote makes the rest of the file "
-                    "one field)"
-                ) from None
-            raise CSVFormatError(f"{self._path}: line {start}: {exc}") from None
-        self._line = self._reader.line_num
-        return rec
+            raise CSVFormatError(_csv_error(path, exc)) from None
+
+
+def _csv_error(path: Path, exc: csv.Error) -> str:
+    """The message for an error of the csv module, with the line its record starts on: found by
+    reading the file again up to the error (the error path only, so reading stays fast)."""
+    line = 0
+    with files.open_text(path, CSVFormatError) as fh:
+        reader = csv.reader(fh)
+        try:
+            for _ in reader:
+                line = reader.line_num
+        except csv.Error:
+            pass
+    if "field larger than field limit" in str(exc):
+        return (
+            f"{path}: a field starting on line {line + 1} is longer than "
+            f"{FIELD_LIMIT // 2**20} MiB (an unclosed quote makes the rest of the file one field)"
+        )
+    return f"{path}: line {line + 1}: {exc}"
 
 
 def _read_long(reader: Iterator[list[str]], lower: list[str], path: Path) -> Iterator[Row]:
