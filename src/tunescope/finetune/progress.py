@@ -153,9 +153,11 @@ def summary_table(outcome: Outcome) -> Table:
     best = outcome.best
     if best.get("value") is not None:
         detail = f"{literal(best['metric'])} {_fmt(float(best['value']))}"
-        table.add_row("best checkpoint", f"step {best['step']}  {detail}")
+        table.add_row("best checkpoint", f"step {literal(best['step'])}  {detail}")
     elif best:
-        table.add_row("best checkpoint", f"step {best['step']} (no validation: the last weights)")
+        table.add_row(
+            "best checkpoint", f"step {literal(best['step'])} (no validation: the last weights)"
+        )
     minutes, seconds = divmod(int(outcome.seconds), 60)
     table.add_row("trained", f"{outcome.steps} steps in {minutes}m{seconds:02d}s")
     if outcome.stopped:
