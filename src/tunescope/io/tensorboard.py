@@ -54,7 +54,10 @@ def read(root: str | Path) -> Iterator[Row]:
     root = Path(root)
     if not root.is_dir():
         raise TensorBoardError(f"{root} is not a directory")
-    dirs = event_dirs(root)
+    try:
+        dirs = event_dirs(root)
+    except OSError as exc:  # an unreadable directory somewhere under root
+        raise TensorBoardError(f"{exc.filename or root}: cannot list it: {exc.strerror}") from None
     if not dirs:
         raise TensorBoardError(f"no TensorBoard event files (events.out.tfevents.*) under {root}")
     rows: list[Row] = []
@@ -63,7 +66,10 @@ def read(root: str | Path) -> Iterator[Row]:
         check_event_files(d)
     for d in dirs:
         acc = EventAccumulator(str(d), size_guidance={SCALARS: 0, TENSORS: 0})
-        acc.Reload()
+        try:
+            acc.Reload()
+        except OSError as exc:
+            raise TensorBoardError(f"{exc.filename or d}: cannot read it: {exc.strerror}") from None
         tags = acc.Tags()
         for tag in tags.get("scalars", []):
             _claim(seen, tag, d, root)
