@@ -327,9 +327,7 @@ def test_init_names_the_bad_parameter_and_creates_no_run(
         assert reader(store_dir).runs() == []
 
 
-@pytest.mark.parametrize(
-    "step", [2**63, 2**64, 1e19, 1e30, np.uint64(2**64 - 1), math.nan, -math.inf, 2.5]
-)
+@pytest.mark.parametrize("step", [2**63, 2**64, 1e19, 1e30, np.uint64(2**64 - 1)])
 def test_steps_sqlite_cannot_hold_are_refused(store_dir: Path, step: object) -> None:
     from tunescope.values import MAX_STEP
 
@@ -337,7 +335,7 @@ def test_steps_sqlite_cannot_hold_are_refused(store_dir: Path, step: object) -> 
         run.log({"a": 1.0}, step=0)
         with pytest.raises((TypeError, ValueError), match="step") as info:
             run.log({"a": 1.0}, step=step)  # type: ignore[arg-type]
-        assert "2**63" in str(info.value) or "integer" in str(info.value)
+        assert "2**63" in str(info.value)
         run.log({"a": 2.0}, step=MAX_STEP)  # the largest step is fine
         assert run.step == MAX_STEP
     s = reader(store_dir).series(run.id, "a")

@@ -1,6 +1,7 @@
 """What a `kill -9` costs while a loop logs as fast as it can (issue 18, defect 2).
 
     .venv/bin/python bench/reliability/kill_under_load.py [--kills 20] [--write RESULTS.md]
+        [--before SRC --before-kills 5]
 
 For each configuration (values per step; full speed or a throttled step rate) a child process
 starts a run and logs in a loop, writing the wall-clock time of every step into a
@@ -17,6 +18,8 @@ opens the store and finds the first step that is not stored. Reported per config
 Beside it, the same loop through `torch.utils.tensorboard.SummaryWriter` (the installed
 `tensorboard` package's event writer, defaults: flush every 120 s, queue of 10), which is what
 a user would otherwise pick; its event file is read back with tensorboard's own loader.
+`--before SRC` adds rows for another tunescope source tree (`PYTHONPATH=SRC`), e.g. the code
+before the fix: `git archive <rev> src | tar -x -C /tmp/before`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,11 +81,16 @@ class Config:
     backend: str  # "tunescope" or "tensorboard"
     width: int  # values per step
     rate: float  # steps/s the loop aims at; 0 = as fast as it can
+    src: str | None = None  # another tunescope source tree (the "before" rows)
+
+    @property
+    def name(self) -> str:
+        return self.backend if self.src is None else f"{self.backend} (before)"
 
     @property
     def label(self) -> str:
         speed = "full speed" if not self.rate else f"{self.rate:g} steps/s"
-        return f"{self.backend}, {self.width} values/step, {speed}"
+        return f"{self.name}, {self.width} values/step, {speed}"
 
 
 @dataclass
@@ -138,6 +146,8 @@ def one_kill(config: Config, window: tuple[float, float], rng: random.Random) ->
         times = np.memmap(out / "times.f64", dtype=np.float64, mode="w+", shape=(MAX_STEPS,))
         times.flush()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+        if config.src:
+            env["PYTHONPATH"] = config.src
         argv = [config.backend, str(out), str(config.width), str(config.rate)]
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, *argv],
@@ -188,7 +198,7 @@ def table(results: list[Result]) -> str:
         logged = statistics.median(x.logged_points for x in k)
         target = "as fast as it can" if not r.config.rate else f"{r.config.rate:g} steps/s"
         lines.append(
-            f"| {r.config.backend} | {r.config.width} | {target} | {rate:,.0f} | {len(k)} | "
+            f"| {r.config.name} | {r.config.width} | {target} | {rate:,.0f} | {len(k)} | "
             f"{statistics.median(ages):.2f} s | {max(ages):.2f} s | {lost:,.0f} ({logged:,.0f}) |"
         )
     return "\n".join(lines)
@@ -201,7 +211,6 @@ CONFIGS = [
     Config("tunescope", 6, 1000),
     Config("tunescope", 51, 100),
     Config("tensorboard", 6, 0),
-    Config("tensorboard", 51, 100),
 ]
 
 
@@ -212,21 +221,26 @@ def main() -> None:
         "--window",
         type=float,
         nargs=2,
-        default=(1.0, 3.0),
+        default=(0.5, 2.5),
         metavar=("FROM", "TO"),
         help="seconds after the first step within which the kill lands (uniform)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-tensorboard", action="store_true", help="tunescope rows only")
     parser.add_argument("--write", type=Path, help="also write the table to this Markdown file")
+    parser.add_argument("--before", help="a tunescope source tree to measure beside (src/)")
+    parser.add_argument("--before-kills", type=int, default=5, help="kills per --before row")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     configs = [c for c in CONFIGS if not (args.no_tensorboard and c.backend == "tensorboard")]
+    if args.before:
+        src = str(Path(args.before).resolve())
+        configs += [replace(c, src=src) for c in CONFIGS if c.backend == "tunescope"]
     results = []
     started = time.time()
     for config in configs:
         result = Result(config)
-        for _ in range(args.kills):
+        for _ in range(args.kills if config.src is None else args.before_kills):
             result.kills.append(one_kill(config, tuple(args.window), rng))
         results.append(result)
         worst = max(k.oldest_lost for k in result.kills)

@@ -138,7 +138,7 @@ class Store:
         key = self.db_path.resolve()
         with _writers_lock:
             w = _writers.get(key)
-            if w is None or not w._thread.is_alive():
+            if w is None or not w.alive:
                 w = Writer(key)
                 _writers[key] = w
             return w
