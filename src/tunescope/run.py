@@ -324,10 +324,16 @@ class Run:
     ) -> None:
         """Record metric values at a step (the next step when `step` is None).
 
-        Values: Python numbers, numpy scalars, or one-element torch tensors (resolved on the
-        writer thread, so a GPU tensor never makes this call wait). NaN and ±inf are kept.
+        Values: Python numbers, numpy scalars, or one-element torch tensors (a GPU tensor is
+        read on the writer thread, so it never makes this call wait). NaN and ±inf are kept.
         A step lower than the last one is legal (rollback, resume): it starts a new segment.
         `wall_time` (Unix seconds) defaults to now; importers pass the original time.
+        What the store cannot hold is refused here, naming the key or parameter, and nothing
+        is queued: steps outside 0..2**63-1 (`StepError`), a `wall_time` that is not a finite
+        number (`WallTimeError`), keys that are not UTF-8 or that name one metric twice
+        (`MetricNameError`), values that are not one real number (`MetricValueError`).
+        When logging outpaces the writer, this call waits (about 0.25 s of the writer's work
+        may be queued), so a killed process never loses more than a fraction of a second.
         """
         if self._closed:
             raise RunFinishedError(f"run {self.name} is finished; start a new one with init()")
