@@ -170,3 +170,45 @@ def test_any_float_sequence_round_trips_bit_for_bit(
     s = Store(store).reader().series(run.id, "v")
     assert s.steps.tolist() == list(range(step0, step0 + len(values)))
     assert list(map(_bits, s.values.tolist())) == list(map(_bits, values))
+
+
+texts = st.text(_any_char, max_size=8)
+json_leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), texts)
+json_data = st.dictionaries(
+    texts, st.recursive(json_leaves, lambda c: st.lists(c, max_size=3), max_leaves=6), max_size=3
+)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            texts,
+            texts,
+            st.one_of(st.none(), st.integers(min_value=-2, max_value=2**64)),
+            json_data,
+            st.one_of(st.none(), texts),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_every_event_is_stored_or_refused_clearly(
+    store: Path, events: list[tuple[str, str, Any, dict[str, Any], str | None]]
+) -> None:
+    run = _fresh_run(store)
+    run.log({"a": 1.0}, step=0)
+    kept: list[tuple[str, str, int]] = []
+    for kind, message, step, data, ref in events:
+        try:
+            run.event("note", kind, message, step=step, data=data, ref=ref)
+        except TunescopeError as exc:
+            assert isinstance(exc, ValueError | TypeError)
+            assert any(w in str(exc) for w in ("kind", "message", "step", "ref", "data"))
+            continue
+        kept.append((kind, message, 0 if step is None else step))
+    run.log({"a": 2.0}, step=1)
+    run.finish()
+    reader = Store(store).reader()
+    assert [(e.kind, e.message, e.step) for e in reader.events(run.id)] == kept
+    assert reader.series(run.id, "a").steps.tolist() == [0, 1]
