@@ -144,8 +144,18 @@ def context_of(entry: dict[str, Any]) -> Any:
 
 
 def _last_line(text: str) -> str:
+    """A traceback's last line, with where it was raised (file:line in function)."""
+    import re
+
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "(no output)"
+    if not lines:
+        return "(no output)"
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
+    where = ""
+    if frames:
+        f, line, fn = frames[-1]
+        where = f" ({Path(f).parent.name}/{Path(f).name}:{line} in {fn})"
+    return lines[-1][:300] + where
 
 
 def diagnose_api(rows: list[Any], entry: dict[str, Any]) -> Diagnosis:
@@ -314,8 +324,8 @@ def healthy_warned(results: list[Scored], mode: str) -> tuple[int, list[str]]:
             continue
         n += 1
         d = s.diag[mode]
-        if d.findings is None:
-            flagged.append(f"{s.name}: crash")
+        if d.findings is None:  # counted among the crashes, not here
+            n -= 1
             continue
         kinds = sorted({f"{f['kind']}@{f['step']}" for f in loud(d.findings)})
         if kinds:

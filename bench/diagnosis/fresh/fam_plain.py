@@ -161,6 +161,16 @@ FAMILIES: dict[str, dict[str, tuple[Scenario, Build]]] = {
             ),
             (
                 _sc(
+                    "raw-target",
+                    (),
+                    ("plateau",),
+                    describe="the target left unscaled (25-346; first MSE ~3e4), Adam 0.05: "
+                    "a healthy run whose loss starts large",
+                ),
+                lambda seed: replace(REG, raw_target=True, lr=0.05, wd=0.0, hidden=32),
+            ),
+            (
+                _sc(
                     "overfit",
                     ("overfitting",),
                     describe="120 training rows, 2 x 128 wide, Adam 1e-3, no weight decay, 800 steps",

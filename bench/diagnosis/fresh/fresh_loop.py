@@ -73,6 +73,7 @@ class Setup:
     lr_glitch: tuple[int, int, float] | None = None
     sequential: bool = False  # classification: upright digits first, then rotated (new head)
     phase1_steps: int = 300
+    raw_target: bool = False  # regression: the target not standardised
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -89,8 +90,9 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 @cache
-def _diabetes() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Diabetes (442 x 10): features and target standardised on the training part."""
+def _diabetes(raw: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Diabetes (442 x 10): features and target standardised on the training part (`raw`: the
+    target left in its own units, 25-346 — a user who forgot to scale it)."""
     from sklearn.datasets import load_diabetes
 
     d = load_diabetes()
@@ -101,6 +103,8 @@ def _diabetes() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
     xtr, ytr, xva, yva = x[:340], y[:340], x[340:], y[340:]
     mx, sx = xtr.mean(0), xtr.std(0)
     my, sy = ytr.mean(), ytr.std()
+    if raw:
+        return (xtr - mx) / sx, ytr, (xva - mx) / sx, yva
     return (xtr - mx) / sx, (ytr - my) / sy, (xva - mx) / sx, (yva - my) / sy
 
 
@@ -120,7 +124,7 @@ class Data:
 
 def _prepare(s: Setup, gen: torch.Generator) -> Data:
     if s.data == "diabetes":
-        xtr, ytr, xva, yva = _diabetes()
+        xtr, ytr, xva, yva = _diabetes(s.raw_target)
         d = Data(xtr, ytr.clone(), xva, yva)
     else:
         xtr, ytr, xva, yva = _digits()
@@ -344,9 +348,10 @@ class _LrView:
 def _facts(s: Setup, d: Data) -> RunFacts:
     facts: dict[str, Any] = {"n_train": len(d.ytr)}
     if s.data == "diabetes":
-        # chance: predicting the training mean; on the standardised target that is the
-        # validation target's mean square (~1.0)
-        facts["chance_loss"] = round(float((d.yva**2).mean()), 6)
+        # chance: predicting the training mean (0 on the standardised target, whose chance
+        # MSE is then the validation target's mean square, ~1.0)
+        mean = float(_diabetes(s.raw_target)[1].mean()) if s.raw_target else 0.0
+        facts["chance_loss"] = round(float(((d.yva - mean) ** 2).mean()), 6)
         facts["task"] = "regression"
         task, classes = "regression", None
     else:
