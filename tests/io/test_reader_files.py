@@ -92,6 +92,12 @@ def test_an_sqlite_file(tmp_path: Path) -> None:
     _both(tmp_path, path, "SQLite database")
 
 
+def test_an_event_file_given_as_the_csv(tmp_path: Path) -> None:
+    _event_file(tmp_path / "tb")
+    (event_file,) = (tmp_path / "tb").iterdir()
+    _both(tmp_path, event_file, "a TensorBoard event file", "pass the directory")
+
+
 def test_a_bad_byte_deep_in_the_file_names_its_line(tmp_path: Path) -> None:
     """Past the part read to recognise the encoding: the error still names the line."""
     rows = [f"{i},loss,{1 / (i + 1)!r}" for i in range(5000)]

@@ -88,7 +88,9 @@ def describe(head: bytes) -> tuple[str, str] | None:
     for magic, what, todo in _MAGIC:
         if head.startswith(magic):
             return what, todo
-    if is_tfrecord(head):
+    # A record's length is 8 little-endian bytes, some of them NUL: text never has one, and the
+    # check (and its import of TensorBoard) is skipped for it.
+    if b"\x00" in head[:8] and is_tfrecord(head):
         return "a TensorBoard event file", "pass the directory that holds it"
     return None
 
@@ -146,7 +148,8 @@ def _encoding(path: Path, head: bytes, *, whole: bool, error: type[Exception]) -
 
 
 def _utf16_without_bom(head: bytes) -> str | None:
-    """ "UTF-16LE"/"UTF-16BE" when most odd (even) bytes are NUL: ASCII text in UTF-16."""
+    """Which UTF-16 (LE: odd bytes NUL, BE: even bytes NUL) `head` looks like, if any: ASCII
+    text in UTF-16 has a NUL in every other byte."""
     sample = head[: len(head) // 2 * 2][:4096]
     if len(sample) < 4:
         return None
