@@ -45,7 +45,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 STORES = Path(tempfile.gettempdir()) / "tunescope-bench-interventions"  # stores, for inspection
-SCENARIOS = ("healthy", "lr3e-3", "overfit")
+SCENARIOS = ("healthy", "lr3e-3", "overfit", "c-healthy", "c-lr3e-3", "c-lr1e-2")
 VARIANTS = ("observe", "act", "es", "plateau")
 SEEDS = (0, 1, 2)
 MAX_LENGTH = 64
@@ -72,6 +72,22 @@ OVERRIDES = {
         "train.warmup_ratio=0.0",
     ],
 }
+# The diagnosis issue's act check: 150 steps at a constant LR, batch 16, on seeds never used
+# before (30-39): LR 5e-5 (healthy), 3e-3 and 1e-2 (both collapse MiniLM without help).
+CONSTANT = [
+    f"data.max_length={MAX_LENGTH}",
+    "data.max_eval_samples=200",
+    "train.max_steps=150",
+    "train.scheduler=constant",
+    "train.warmup_ratio=0.0",
+    "train.batch_size=16",
+    "train.eval_every=15",
+    "train.log_every=1",
+]
+OVERRIDES["c-healthy"] = [*CONSTANT, "train.learning_rate=5e-5"]
+OVERRIDES["c-lr3e-3"] = [*CONSTANT, "train.learning_rate=3e-3"]
+OVERRIDES["c-lr1e-2"] = [*CONSTANT, "train.learning_rate=1e-2"]
+ACT_SEEDS = tuple(range(30, 40))
 NOISE = 0.35
 OVERFIT_TRAIN, OVERFIT_VAL, OVERFIT_TEST = 80, 200, 400
 
@@ -258,7 +274,8 @@ def run_one(scenario: str, variant: str, seed: int, timeout: float) -> dict[str,
 
 
 def load(scenario: str, variant: str) -> list[dict[str, Any]]:
-    found = [result_path(scenario, variant, s) for s in SEEDS]
+    seeds = ACT_SEEDS if scenario.startswith("c-") else SEEDS
+    found = [result_path(scenario, variant, s) for s in seeds]
     return [json.loads(p.read_text()) for p in found if p.exists()]
 
 
@@ -301,7 +318,32 @@ def table() -> str:
                 f"| {scenario} | {variant} | {len(rows)} | {acc:.4f} | {per_seed} | {d_acc} | "
                 f"{steps:.0f} | {d_steps} | {best_val:.3f} | {'; '.join(acts)} |"
             )
-    return "\n".join([*lines, "", *targets()])
+    return "\n".join([*lines, "", *targets(), *act_targets()])
+
+
+def act_targets() -> list[str]:
+    """The diagnosis issue's act check: per seed, within 3 points of the healthy config."""
+    healthy = {r["seed"]: r["test_accuracy"] for r in load("c-healthy", "observe")}
+    healthy.update({r["seed"]: r["test_accuracy"] for r in load("c-healthy", "act")})
+    if not healthy:
+        return []
+    ref = _median(list(healthy.values()))
+    out = ["", f"Act check (healthy LR 5e-5 median test accuracy {ref:.4f}):"]
+    for scenario in ("c-lr3e-3", "c-lr1e-2"):
+        for variant in ("act", "observe"):
+            rows = load(scenario, variant)
+            if not rows:
+                continue
+            ok = [r for r in rows if ref - r["test_accuracy"] <= 0.03]
+            per = " ".join(f"s{r['seed']}:{r['test_accuracy']:.3f}" for r in rows)
+            need = "PASS" if len(ok) >= 0.9 * len(rows) else "FAIL"
+            tag = f" ({need}, target >= 9 of 10)" if variant == "act" else ""
+            out.append(f"- {scenario} {variant}: {len(ok)}/{len(rows)} within 3 points{tag}; {per}")
+    rows = load("c-healthy", "act")
+    if rows:
+        acted = sum(len(r["interventions"]) for r in rows)
+        out.append(f"- c-healthy act: {acted} interventions over {len(rows)} seeds (target 0)")
+    return out
 
 
 def targets() -> list[str]:
