@@ -328,3 +328,38 @@ def test_train_prints_hostile_names_literally(tmp_path: Path) -> None:
         f"tunescope diagnose {name}",
     ):
         assert text in screen, (text, screen)
+
+
+def test_export_to_a_terminal_shows_keys_literally_and_a_pipe_gets_every_byte(
+    tmp_path: Path,
+) -> None:
+    """Metric keys may hold C1 controls and bidi overrides (log() refuses only C0 and DEL)."""
+    key = "eval/a\x9bb\u202ec"
+    store = tmp_path / "store"
+    with tunescope.init("p", name="keys", store=store, mode=None) as run:
+        run.log({key: 1.0}, step=0)
+    env = {**os.environ, "TUNESCOPE_STORE": str(store), "PYTHONIOENCODING": "utf-8"}
+    argv = [sys.executable, "-m", "tunescope", "export", "keys"]
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.run(argv, stdout=slave, stderr=subprocess.PIPE, env=env, timeout=120)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other end is closed and everything was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, proc.stderr
+    shown = b"".join(chunks).decode("utf-8")
+    assert "eval/a\\x9bb\\u202ec" in shown
+    assert "\x9b" not in shown and "\u202e" not in shown
+
+    piped = subprocess.run(argv, capture_output=True, env=env, timeout=120)
+    assert piped.returncode == 0
+    assert f"0,{key},1.0,".encode() in piped.stdout  # a data file keeps the key exactly

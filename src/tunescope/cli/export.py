@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
 from ..io import csv as csv_io
 from ..store import Store
 from .app import StoreOption, app, err_console, fail
-from .safe import literal
+from .safe import clean, literal
 
 
 class ExportFormat(StrEnum):
@@ -44,7 +44,10 @@ def export_command(
     info = reader.run(run)
     if format is ExportFormat.csv:
         if output is None:
-            csv_io.write_long(reader, info.id, sys.stdout)
+            # On a terminal the CSV is for eyes: stored text must not drive it (see safe.py).
+            # Piped or written with -o, every byte is kept, so that import reproduces the run.
+            out = _OnTerminal(sys.stdout) if sys.stdout.isatty() else sys.stdout
+            csv_io.write_long(reader, info.id, out)
             return
         if output.is_dir():
             raise fail(f"{output} is a directory; give a file name such as {output / 'run.csv'}")
@@ -65,6 +68,16 @@ def export_command(
         f"(view with: tensorboard --logdir {literal(target)})",
         highlight=False,
     )
+
+
+class _OnTerminal:
+    """A text stream to a terminal: control characters made visible, line breaks kept."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        return self._out.write(clean(text, newlines=True))
 
 
 def _dir_name(name: str, run_id: str) -> str:

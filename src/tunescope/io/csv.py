@@ -10,7 +10,7 @@ import csv
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
@@ -51,7 +51,13 @@ def format_value(value: float) -> str:
     return repr(float(value))
 
 
-def write_long(reader: Reader, run_id: str, out: TextIO) -> int:
+class TextSink(Protocol):
+    """Where CSV text goes: a file, stdout, or anything with `write(str)`."""
+
+    def write(self, text: str, /) -> object: ...
+
+
+def write_long(reader: Reader, run_id: str, out: TextSink) -> int:
     """Write every point of a run as long CSV in log order; returns the number of rows."""
     history = reader.history(run_id)
     keys = sorted(history)
