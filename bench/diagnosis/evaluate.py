@@ -77,7 +77,11 @@ def evaluate_run(entry: dict[str, Any], api: tuple[Any, Any] | str) -> RunResult
     if not isinstance(api, str):
         replay, Context = api
         report = replay(rows, _context(Context, entry))
-        findings = [(str(f.kind), int(f.step), str(f.severity)) for f in report.findings]
+        # a consequence linked to its root cause (caused_by) is part of the root's report, not
+        # a detection of its own kind
+        findings = [
+            (str(f.kind), int(f.step), str(f.severity)) for f in report.findings if not f.caused_by
+        ]
         unchecked = {str(k): v for k, v in report.unchecked.items()}
     stops = run_baselines(points, entry["facts"].get("chance_loss"))
     return RunResult(

@@ -197,8 +197,6 @@ class VanishingDetector:
             return None
         if loss.level < VANISH_STUCK * ref or loss.best_long < VANISH_NEVER * ref:
             return None  # the model learns or has learnt: small gradients are not the cause
-        if st.raised & {Kind.DIVERGENCE, Kind.LR_TOO_HIGH}:
-            return None  # dead units after a blow-up or a too-high LR are its consequence
         pair = bottom_top(st.layers)
         if pair is not None:
             bottom, top = pair

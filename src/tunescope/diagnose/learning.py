@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 from ..values import fmt
 from .detector import EVAL, LOSS, Signal, pct, resolved
 from .findings import Kind, Recommendation, Severity
-from .state import LONG, RECENT, UPDATE_HIGH, State
-from .stats import IQR_TO_SIGMA, NOISE_FLOOR, Window, median
+from .state import LONG, RECENT, UPDATE_HIGH, UPDATE_LOW, State  # UPDATE_LOW: LR too low
+from .stats import IQR_TO_SIGMA, NOISE_FLOOR, Window, median, times
 
 FAIR_SHARE = 0.25  # fraction of the budget after which "not learning yet" is a finding
 MIN_POINTS = 2 * LONG  # loss points needed when the budget is unknown
@@ -31,7 +31,6 @@ UNSTUCK = 0.8  # ... and below this x reference it is learning again
 LEARNED = 0.6  # best level <= this x reference: the model had learned
 COLLAPSED = 0.9  # ... and a level back >= this x reference: collapse
 UPDATE_ELEVATED = 1e-2  # a plateau with updates this large: the LR is too high to settle
-UPDATE_LOW = 1e-4  # update/weight ratio per step below this: LR too low (healthy >= 1e-3)
 UPDATE_SMALL = 1e-3  # below the healthy ~1e-3: a higher LR is worth trying on a stuck run
 UNSTABLE = 1.1  # with large updates, a loss level this x its (long) best: unstable
 ERRATIC = 1.5  # stuck with loss points above this x reference in the window: too high
@@ -43,6 +42,10 @@ CALM = 0.02  # below this, large updates are not the cause
 BOUNCING = 0.05  # at or above this with updates >= UPDATE_ELEVATED: the LR is too high
 WILD = 0.08  # at or above this whatever the update ratio: the LR is too high (MiniLM at LR
 # x30 stuck at chance: 0.08-0.10 within 30 steps; shuffled labels, frozen weights: <= 0.05)
+ABOVE_CHANCE = 1.05  # a train-loss level this x ln C, not coming down: worse than guessing
+SPARSE_POINTS = 12  # logged loss points that suffice for it (Trainer logs every 5-50 steps)
+DAMAGED = 1.05  # every evaluation since the start this x (sign-aware) the one before training
+DAMAGED_EVALS = 2  # ... over at least this many evaluations
 CHANCE_MARGIN = 0.1  # eval accuracy within this (absolute) of 1/C (or of its first value): chance
 
 
@@ -79,6 +82,8 @@ class LearningDetector:
         verdict = (
             self._collapse(st, ref)
             or self._blown_up(st, ref)
+            or self._above_chance(st)
+            or self._damaged(st)
             or self._unstable(st)
             or self._stalled_big_steps(st)
             or self._stuck(step, st, ref)
@@ -125,6 +130,64 @@ class LearningDetector:
         return {"kind": Kind.LR_TOO_HIGH, "rule": "blow-up, then stuck", "blowup": b}
 
     @staticmethod
+    def _above_chance(st: State) -> dict[str, Any] | None:
+        """The train loss sits above the chance level ln C and does not come down: the model is
+        worse than a uniform guess *on its own training data* — confidently wrong, which only
+        steps too large do (shuffled labels or a frozen body leave it at or below ln C, the
+        entropy of the class shares). Works at any logging cadence (Trainer logs every 5-50
+        steps): `SPARSE_POINTS` logged points suffice."""
+        chance, source = st.chance()
+        loss = st.loss
+        if chance is None or source not in ("config", "inferred") or st.roots:
+            return None
+        if len(loss.long) < SPARSE_POINTS or loss.level != loss.level:
+            return None
+        # above where training started, too: a deep sigmoid stack starts above ln C and stays
+        # there from vanishing gradients, not from steps too large. The start is the
+        # evaluation made before the first update when there is one (Trainer's logged loss
+        # averages the first 5-50 steps, already blown up), else the initial train loss.
+        ev = st.evals.get("eval/loss")
+        pre = (
+            ev.values[0] if ev is not None and len(ev) and ev.steps[0] <= st.segment_start else None
+        )
+        start = pre if pre is not None and pre == pre else loss.initial
+        base = max(chance, start if start is not None else chance)
+        level = loss.long.median()
+        if level < ABOVE_CHANCE * base or loss.level < ABOVE_CHANCE * base:
+            return None
+        if loss.level < loss.long.median() * 0.97:
+            return None  # still coming down
+        if not _eval_fails(st, chance):
+            return None
+        return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck above chance"}
+
+    @staticmethod
+    def _damaged(st: State) -> dict[str, Any] | None:
+        """Every evaluation since training began is worse than the one made before the first
+        update (a pretrained model evaluated at the start): the first steps damaged what the
+        model knew, and nothing won it back — the LR is too high for this model (a language
+        model, whose loss has no chance level to be stuck at, shows it this way)."""
+        ev = st.evals.get("eval/loss")
+        loss = st.loss
+        if ev is None or len(ev) < DAMAGED_EVALS + 1 or st.roots or not loss.n:
+            return None
+        if ev.steps[0] > st.segment_start:
+            return None  # no evaluation before training began
+        start = ev.values[0]
+        if not start > NOISE_FLOOR:
+            return None
+        after = [v for v in ev.values[1:] if v == v]
+        if len(after) < DAMAGED_EVALS or min(after) < times(start, DAMAGED):
+            return None
+        return {
+            "kind": Kind.LR_TOO_HIGH,
+            "rule": "damaged from the start",
+            "eval_start": start,
+            "eval_best_since": min(after),
+            "evaluations": len(after),
+        }
+
+    @staticmethod
     def _unstable(st: State) -> dict[str, Any] | None:
         """Large updates (median of the recent update/weight ratios) while the loss level has
         climbed well above its best: every step overshoots."""
@@ -166,6 +229,10 @@ class LearningDetector:
         upd = st.update
         ratio = upd.long.median() if len(upd.long) else None
         spread = _log_spread(loss.long)
+        if ratio is not None and ratio <= UPDATE_LOW:
+            # weights that barely move: whatever the loss does (a heavy-tailed batch MSE is
+            # erratic by itself) comes from the data, not from steps too large
+            return {"kind": Kind.LR_TOO_LOW, "rule": "stuck, tiny updates", "update_ratio": ratio}
         if ratio is not None and ratio >= UPDATE_HIGH and spread >= CALM:
             return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, large updates", "update_ratio": ratio}
         if loss.long.max() >= ERRATIC * ref:
@@ -253,7 +320,7 @@ class LearningDetector:
         evidence["budget_used"] = st.budget_used(first["step"])
         evidence["now"] = {"step": step, "level": st.loss.level}
         msg, rec = _explain(first)
-        critical = first["rule"] in ("collapse", "blow-up, then stuck")
+        critical = first["rule"] in ("collapse", "blow-up, then stuck", "stuck above chance")
         sev = Severity.CRITICAL if critical else Severity.WARNING
         return Signal(kind, "train/loss", sev, msg, evidence, rec, 1.0)
 
@@ -315,6 +382,30 @@ def _explain(f: dict[str, Any]) -> tuple[str, Recommendation]:
         return _explain_collapse(f, lr)
     if f["rule"] == "blow-up, then stuck":
         return _explain_blowup(f, lr)
+    if f["rule"] == "stuck above chance":
+        msg = (
+            f"train/loss level {fmt(f['current_level'])} sits above {_reference_name(f)} "
+            f"({pct(f['current_level'] / f['reference'])} of it) at step {f['step']} and does "
+            "not come down: the model is worse than guessing on its own training data, "
+            f"confidently wrong — the learning rate is too high{lr}."
+        )
+        return msg, Recommendation(
+            "Lower the learning rate about 10x and restart from the start (or the last checkpoint "
+            "before the loss rose above chance); raising it makes it worse.",
+            {"action": "rollback", "step": 0, "lr_factor": 0.1},
+        )
+    if f["rule"] == "damaged from the start":
+        msg = (
+            f"every evaluation since training began is worse than before it: eval/loss "
+            f"{fmt(f['eval_start'])} at the start, at best {fmt(f['eval_best_since'])} over "
+            f"{f['evaluations']} evaluations since (step {f['step']}): the first steps damaged "
+            f"what the model knew — the learning rate is too high{lr}."
+        )
+        return msg, Recommendation(
+            "Restart from the pretrained weights with a learning rate about 10x lower (and a "
+            "warmup); the checkpoints of this run are all worse than the start.",
+            {"action": "rollback", "step": 0, "lr_factor": 0.1},
+        )
     if f["rule"] == "unstable, large updates":
         msg = (
             f"train/loss level rose to {fmt(f['current_level'])} by step {f['step']}, "

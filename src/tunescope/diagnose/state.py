@@ -29,6 +29,8 @@ UPDATE_HIGH = 5e-2
 # runs of the diagnosis suite: loss points <= 1.11x, levels <= 1.01x; gradient norms of healthy
 # SGD runs grow up to 14x as the model leaves its initialisation.
 BLOWUP_POINT = 2.0
+NOISE_SIGMAS = 5.0  # ... a single point also this many robust sigmas above the loss's median
+UPDATE_LOW = 1e-4  # update/weight ratio per step below this: the weights barely move
 BLOWUP_LEVEL = 1.5
 BLOWUP_GRAD = 30.0
 
@@ -347,10 +349,17 @@ class State:
             metric = self.loss.key if self.loss.nonfinite else self.grad.key
             return {"rule": "non-finite", "step": self.nonfinite_step, "metric": metric}
         loss, grad = self.loss, self.grad
+        upd = self.update.recent
+        if len(upd) >= 3 and median(upd) <= UPDATE_LOW:
+            return None  # weights that barely move cannot have been thrown anywhere by the LR
         ref = self.reference_loss()
         if loss.initial is not None and ref is not None and loss.peak_step >= 0:
             base = max(loss.initial, ref)
-            if base > NOISE_FLOOR and loss.peak >= times(base, BLOWUP_POINT):
+            if (
+                base > NOISE_FLOOR
+                and loss.peak >= times(base, BLOWUP_POINT)
+                and self._outside_noise(loss.peak)
+            ):
                 value, at = loss.peak, loss.peak_step
             elif base > NOISE_FLOOR and loss.level_peak >= times(base, BLOWUP_LEVEL):
                 value, at = loss.level_peak, loss.level_peak_step
@@ -376,6 +385,19 @@ class State:
                 "base": grad.initial,
             }
         return None
+
+    def _outside_noise(self, x: float) -> bool:
+        """Whether one loss point is far outside the loss's own per-step noise: `NOISE_SIGMAS`
+        robust sigmas (log space) above its 50-point median. A batch MSE is heavy-tailed (2x its
+        median is ordinary noise for a regression head); a cross-entropy at chance is calm."""
+        long = self.loss.long
+        if len(long) < RECENT:
+            return True
+        lo, hi, med = long.quantile(0.25), long.quantile(0.75), long.median()
+        if not (lo > NOISE_FLOOR and med > NOISE_FLOOR and x > NOISE_FLOOR):
+            return True
+        sigma = math.log(hi / lo) / 1.349
+        return math.log(x / med) >= NOISE_SIGMAS * sigma
 
     def huge_updates(self) -> bool:
         """Whether the recent update/weight ratios say every step overshoots (LR too high)."""
