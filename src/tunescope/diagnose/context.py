@@ -71,6 +71,12 @@ class Context:
         t = (self.task or "").lower()
         return any(s in t for s in ("lm", "language", "causal", "seq2seq", "generation"))
 
+    @property
+    def is_regression(self) -> bool:
+        """Whether the task is regression (an MSE has no ln C: its chance is the variance)."""
+        t = (self.task or "").lower()
+        return "regress" in t
+
     def chance_loss(self, initial_loss: float | None) -> tuple[float | None, str]:
         """The chance-level cross-entropy ln C and where C came from ("config"/"inferred").
 
@@ -80,7 +86,9 @@ class Context:
         """
         if self.num_classes is not None and self.num_classes >= 2:
             return math.log(self.num_classes), "config"
-        if initial_loss is None or not math.isfinite(initial_loss) or self.is_language_model:
+        if initial_loss is None or not math.isfinite(initial_loss):
+            return None, ""
+        if self.is_language_model or self.is_regression:
             return None, ""
         if not 0.5 < initial_loss < math.log(11):
             return None, ""  # outside ln 2 .. ln 10 (and exp() of a huge loss overflows)

@@ -44,6 +44,8 @@ WILD = 0.08  # at or above this whatever the update ratio: the LR is too high (M
 # x30 stuck at chance: 0.08-0.10 within 30 steps; shuffled labels, frozen weights: <= 0.05)
 ABOVE_CHANCE = 1.05  # a train-loss level this x ln C, not coming down: worse than guessing
 SPARSE_POINTS = 12  # logged loss points that suffice for it (Trainer logs every 5-50 steps)
+FLAT = 0.02  # without a chance level, "stuck" means within 2% of where training started
+SPARSE_SPAN = 100  # ... for a stuck verdict, when they span this many steps
 DAMAGED = 1.05  # every evaluation since the start this x (sign-aware) the one before training
 DAMAGED_EVALS = 2  # ... over at least this many evaluations
 CHANCE_MARGIN = 0.1  # eval accuracy within this (absolute) of 1/C (or of its first value): chance
@@ -104,7 +106,7 @@ class LearningDetector:
         """Learnt (best level <= 0.6 x reference), then back at >= 0.9 x reference for good:
         more than half of the last 50 points, so a recovering spike never counts."""
         loss = st.loss
-        if loss.best_level > LEARNED * ref or len(loss.long) < LONG // 2:
+        if loss.best_level > LEARNED * ref or not _enough(loss.long):
             return None
         if loss.level < COLLAPSED * ref or loss.long.median() < COLLAPSED * ref:
             return None
@@ -120,7 +122,7 @@ class LearningDetector:
             return None
         b = st.blowup()
         loss = st.loss
-        if b is None or len(loss.long) < LONG // 2:
+        if b is None or not _enough(loss.long):
             return None
         after = sum(1 for s in loss.long.steps() if s > b["step"])
         if after < RECENT:
@@ -221,10 +223,15 @@ class LearningDetector:
             return None
         if used is None and loss.n < MIN_POINTS:
             return None
-        if len(loss.long) < LONG // 2:
+        if not _enough(loss.long):
             return None
         level = loss.long.median()
         if level < STUCK * ref or loss.level < STUCK * ref or not _eval_fails(st, ref):
+            return None
+        if st.chance()[0] is None and not _flat(st, ref):
+            # no chance level (a language model, a regression head, unknown classes): the
+            # reference is where training started, and fine-tuning a pretrained model lowers
+            # its loss by a few percent only — a slow, steady descent is learning
             return None
         upd = st.update
         ratio = upd.long.median() if len(upd.long) else None
@@ -363,6 +370,31 @@ def _eval_fails(st: State, ref: float) -> bool:
     if ev is not None and len(ev) and ev.last == ev.last:
         return ev.last >= STUCK * ref
     return True
+
+
+def _flat(st: State, ref: float) -> bool:
+    """No progress at all from the start: the train level within `FLAT` of the initial one and
+    the primary evaluation (when there is one) within `FLAT` of its first value."""
+    if st.loss.long.median() < (1.0 - FLAT) * ref:
+        return False
+    ev = st.evals.get("eval/loss")
+    if ev is not None and len(ev) >= 2 and ev.first == ev.first and ev.first > NOISE_FLOOR:
+        best = ev.best if ev.best == ev.best else ev.first
+        return best >= (1.0 - FLAT) * ev.first
+    return True
+
+
+def _enough(window: Window) -> bool:
+    """Enough loss points for a level to be judged: half the long window, or — at a sparse
+    logging cadence (HF Trainer logs a mean over every 5-50 steps) — `SPARSE_POINTS` points
+    spanning at least `SPARSE_SPAN` steps."""
+    n = len(window)
+    if n >= LONG // 2:
+        return True
+    if n < SPARSE_POINTS:
+        return False
+    steps = window.steps()
+    return steps[-1] - steps[0] >= SPARSE_SPAN
 
 
 def _log_spread(window: Window) -> float:

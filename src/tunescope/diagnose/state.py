@@ -264,6 +264,11 @@ class LRTrack:
         return self.n >= 2 and not self.rising
 
 
+# Metric names that say the loss has no chance level ln C: regression, language modelling.
+_NO_CHANCE_LEAVES = frozenset(
+    {"r2", "mae", "mse", "rmse", "explained_variance", "perplexity", "ppl", "bits_per_byte"}
+)
+
 # Keys that describe an evaluation run rather than the model's quality.
 _EVAL_NOISE = ("runtime", "per_second", "epoch", "step", "mem", "flos", "time")
 
@@ -329,8 +334,18 @@ class State:
             return self._chance
         if self.loss.initial is None:
             return None, ""  # decide once the initial loss is known
+        if self.regression_keys():
+            # an MSE of ~1.1 is not ln 3, nor an LM's loss of 2.3 ln 10: a log without a config says
+            # which task it is by its metrics
+            self._chance = (None, "")
+            return self._chance
         self._chance = self.context.chance_loss(self.loss.initial)
         return self._chance
+
+    def regression_keys(self) -> bool:
+        """Whether the logged metrics name a task with no ln C: regression (eval/r2, eval/mae,
+        eval/mse) or language modelling (eval/perplexity)."""
+        return any(k.rsplit("/", 1)[-1].lower() in _NO_CHANCE_LEAVES for k in self.seen)
 
     def reference_loss(self) -> float | None:
         """The "no learning yet" loss level: ln C when known, else the initial train loss."""
