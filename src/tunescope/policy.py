@@ -28,7 +28,7 @@ from typing import Any
 from .control import Control
 from .diagnose.findings import Finding, Kind, Severity
 from .diagnose.learning import COLLAPSED, LEARNED
-from .store import EventRecord
+from .records import EventRecord
 
 
 class Mode(StrEnum):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.markup import render
 
-from tunescope.cli.safe import clean, literal
+from tunescope.text import clean, literal
 
 # Pieces that mean something to Rich or to a terminal, mixed with plain text.
 PIECES = st.sampled_from(

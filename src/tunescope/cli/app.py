@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from ..errors import TunescopeError
-from .safe import clean
+from ..text import clean
 
 app = typer.Typer(
     name="tunescope",

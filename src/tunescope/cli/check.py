@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from ..text import literal
 from .app import app, console
-from .safe import literal
 from .train import ArgsArgument, quiet_libraries, resolve_config
 
 if TYPE_CHECKING:

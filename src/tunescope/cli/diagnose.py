@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import TunescopeError
+from ..text import clean, literal
 from .app import JsonOption, StoreOption, app, console
-from .safe import clean, literal
 
 if TYPE_CHECKING:
     from ..diagnose import Context, Finding, Report

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ..text import clean, literal
 from .app import JsonOption, StoreOption, app, console
-from .safe import clean, literal
 
 _SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 

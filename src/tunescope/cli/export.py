@@ -11,8 +11,8 @@ import typer
 
 from ..io import csv as csv_io
 from ..store import Store
+from ..text import clean, literal
 from .app import StoreOption, app, err_console, fail
-from .safe import clean, literal
 
 
 class ExportFormat(StrEnum):

@@ -10,8 +10,8 @@ import typer
 
 from ..io import csv as csv_io
 from ..store import Store
+from ..text import literal
 from .app import StoreOption, app, err_console
-from .safe import literal
 
 
 @app.command("import")

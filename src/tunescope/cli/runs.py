@@ -8,9 +8,9 @@ import time
 from rich.table import Table
 
 from ..store import Store
+from ..text import literal
 from ..values import fmt
 from .app import JsonOption, StoreOption, app, console
-from .safe import literal
 
 _STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "bold red"}
 

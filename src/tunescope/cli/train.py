@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..text import literal
 from .app import StoreOption, app, console
-from .safe import literal
 
 if TYPE_CHECKING:
     from ..finetune.config import Config

@@ -5,7 +5,7 @@ step and wall time (rows without a wall time: the same step), a repeated metric 
 call — and feeds them to a fresh `Monitor` in order. Every finding therefore has the step at
 which its evidence first sufficed, computed from earlier points only, exactly as online.
 
->>> from tunescope.io.csv import Row
+>>> from tunescope.records import Row
 >>> rows = [Row(s, "train/loss", float("nan") if s == 3 else 1.0, None) for s in range(5)]
 >>> [(f.kind.value, f.step) for f in replay(rows).findings]
 [('divergence', 3)]
@@ -14,19 +14,54 @@ which its evidence first sufficed, computed from earlier points only, exactly as
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
+from ..records import Row
 from .context import Context
 from .findings import Finding, Kind
 from .monitor import Monitor
 
 if TYPE_CHECKING:
-    from ..io.csv import Row
-    from ..store import Reader
+    import numpy.typing as npt
+
+
+class _Series(Protocol):
+    """One stored series as parallel arrays (what `store.Series` gives)."""
+
+    @property
+    def segs(self) -> npt.NDArray[Any]: ...
+    @property
+    def steps(self) -> npt.NDArray[Any]: ...
+    @property
+    def walls(self) -> npt.NDArray[Any]: ...
+    @property
+    def values(self) -> npt.NDArray[Any]: ...
+    def __len__(self) -> int: ...
+
+
+class _RunInfo(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+
+class Reader(Protocol):
+    """What replaying a stored run reads through (`store.Reader` is one): the package stays
+    pure — it never imports the store."""
+
+    def history(self, run_id: str) -> Mapping[str, _Series]: ...
+
+    def run(self, ref: str) -> _RunInfo: ...
+
 
 Call = tuple[int, float, list[tuple[str, float]]]
 
@@ -114,7 +149,7 @@ def replay(
 ) -> Report:
     """Diagnose a history given as rows in log order (CSV, TensorBoard or a stored run).
 
-    >>> from tunescope.io.csv import Row
+    >>> from tunescope.records import Row
     >>> replay([Row(0, "train/loss", 2.3, None)]).findings
     []
     """
@@ -148,7 +183,6 @@ def _merged(reader: Reader, run_id: str) -> _Points:
 
 def history_rows(reader: Reader, run_id: str) -> Iterator[Row]:
     """A stored run's points as rows in log order (by segment, step, wall time, key)."""
-    from ..io.csv import Row
 
     keys, kidx, steps, walls, values = _merged(reader, run_id)
     for k, s, w, v in zip(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from ..store.reader import jsonable
+from ..values import jsonable
 
 
 class Kind(StrEnum):
@@ -192,7 +192,7 @@ def findings_from_events(events: Iterable[_EventLike]) -> list[Finding]:
     Events of other types, and findings of kinds tunescope does not know, are skipped.
     Returns findings sorted by first step.
 
-    >>> from tunescope.store import EventRecord
+    >>> from tunescope.records import EventRecord
     >>> ev = [EventRecord("finding", "plateau", "info", "stalled", {"first_step": 5,
     ...       "last_step": 5, "state": "raised"}, 5, "plateau@5")]
     >>> [(f.kind.value, f.step) for f in findings_from_events(ev)]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..store import EventRecord
+from ..records import EventRecord
 from .context import Context
 from .detector import (
     EPOCH,

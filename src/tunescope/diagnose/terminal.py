@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..records import EventRecord
+
 # The CLI's one helper for stored text on a terminal (a run imports this module only when it
 # prints its findings, so nothing else pays for the CLI package).
-from ..cli.safe import clean, literal
-from ..store import EventRecord
+from ..text import clean, literal
 from .findings import RAISED, UPDATED, Severity
 
 _STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}

@@ -25,8 +25,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..cli.safe import clean, literal
 from ..integrations.transformers import is_causal_lm, map_logs
+from ..text import clean, literal
 
 SHORT = {"accuracy": "acc", "perplexity": "ppl", "precision": "prec", "recall": "rec"}
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}

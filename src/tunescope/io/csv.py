@@ -10,12 +10,13 @@ import csv
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ..errors import TunescopeError
 from ..names import MetricNameError, canonical
+from ..records import Row
 from ..store import Reader
 from . import files
 
@@ -31,15 +32,6 @@ MAX_STEP = 2**63 - 1  # steps are SQLite INTEGERs and packed int64 columns
 
 class CSVFormatError(TunescopeError, ValueError):
     """A CSV file that is neither long nor wide metrics CSV; the message says what is wrong."""
-
-
-class Row(NamedTuple):
-    """One metric value read from a file, in file order (a tuple: files hold millions)."""
-
-    step: int
-    metric: str
-    value: float
-    wall_time: float | None
 
 
 def format_value(value: float) -> str:

@@ -13,8 +13,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from ..records import EventRecord
 from .reader import Event, Reader, RunInfo, RunNotFound, Series, jsonable
-from .records import EventRecord, SummaryRecord
+from .records import SummaryRecord
 from .schema import DB_NAME, StoreError, check_readable, connect, create
 from .writer import Writer, WriterError
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import TunescopeError
+from ..values import jsonable
 from .chunks import CHUNK, ROLLUP, decode
 from .downsample import Units, bucketize
 from .schema import SUMMARY_SELECT
@@ -117,21 +118,6 @@ class Event:
                 "ref": self.ref,
             }
         )
-
-
-def jsonable(obj: Any) -> Any:
-    """Replace non-finite floats by "nan"/"inf"/"-inf" so strict JSON can carry them."""
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return "nan"
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    return obj
 
 
 _RUN_COLS = (

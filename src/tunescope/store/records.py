@@ -9,26 +9,11 @@ itself, never the records around it (see writer.py).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Container
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..values import MAX_STEP, resolve
-
-
-@dataclass(slots=True)
-class EventRecord:
-    """A finding, intervention or note, queued in log order with the metrics."""
-
-    type: str
-    kind: str
-    severity: str
-    message: str
-    data: dict[str, Any]
-    step: int | None = None
-    ref: str | None = None
-    wall: float = field(default_factory=time.time)
 
 
 @dataclass(slots=True)

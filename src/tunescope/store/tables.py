@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..records import EventRecord
 from .chunks import CHUNK, ROLLUP, SUMMARY_COLUMNS, Summary, decode, encode, merge, summarize
-from .records import EventRecord, Point
+from .records import Point
 from .schema import SUMMARY_SELECT
 
 _CHUNK_UPSERT = (

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import TunescopeError
-from .records import EventRecord, Point, SummaryRecord, check_point, safe_text, weight
+from ..records import EventRecord
+from .records import Point, SummaryRecord, check_point, safe_text, weight
 from .schema import connect
 from .tables import RunTables
 
