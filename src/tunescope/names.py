@@ -141,8 +141,22 @@ _MAXIMISE = (
     "matthews",
     "cka",
     "score",
+    "r2",
+    "explained_variance",
 )
-_MINIMISE = ("loss", "perplexity", "ppl", "error", "err", "wer", "cer", "kl", "drift")
+_MINIMISE = (
+    "loss",
+    "perplexity",
+    "ppl",
+    "error",
+    "err",
+    "wer",
+    "cer",
+    "kl",
+    "drift",
+    "mae",
+    "mse",
+)
 
 
 def higher_is_better(key: str) -> bool:

@@ -44,6 +44,7 @@ WILD = 0.08  # at or above this whatever the update ratio: the LR is too high (M
 # x30 stuck at chance: 0.08-0.10 within 30 steps; shuffled labels, frozen weights: <= 0.05)
 ABOVE_CHANCE = 1.05  # a train-loss level this x ln C, not coming down: worse than guessing
 SPARSE_POINTS = 12  # logged loss points that suffice for it (Trainer logs every 5-50 steps)
+FALLING = 0.9  # a current level below this x the 50-point level: still coming down fast
 FLAT = 0.02  # without a chance level, "stuck" means within 2% of where training started
 SPARSE_SPAN = 100  # ... for a stuck verdict, when they span this many steps
 DAMAGED = 1.05  # every evaluation since the start this x (sign-aware) the one before training
@@ -228,6 +229,8 @@ class LearningDetector:
         level = loss.long.median()
         if level < STUCK * ref or loss.level < STUCK * ref or not _eval_fails(st, ref):
             return None
+        if loss.level < FALLING * level:
+            return None  # still coming down fast (a head that starts above the no-learning level)
         if st.chance()[0] is None and not _flat(st, ref):
             # no chance level (a language model, a regression head, unknown classes): the
             # reference is where training started, and fine-tuning a pretrained model lowers
@@ -240,6 +243,13 @@ class LearningDetector:
             # weights that barely move: whatever the loss does (a heavy-tailed batch MSE is
             # erratic by itself) comes from the data, not from steps too large
             return {"kind": Kind.LR_TOO_LOW, "rule": "stuck, tiny updates", "update_ratio": ratio}
+        if st.chance()[1] == "variance" or st.regression_keys():
+            # a batch MSE is heavy-tailed by itself (chi-square-like): its bounce and its
+            # outliers say nothing about the step size, unlike a cross-entropy's
+            kind = Kind.LR_TOO_HIGH if ratio is not None and ratio >= UPDATE_HIGH else None
+            if kind is not None:
+                return {"kind": kind, "rule": "stuck, large updates", "update_ratio": ratio}
+            return {"kind": Kind.UNDERFITTING, "rule": "stuck", "update_ratio": ratio}
         if ratio is not None and ratio >= UPDATE_HIGH and spread >= CALM:
             return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, large updates", "update_ratio": ratio}
         if loss.long.max() >= ERRATIC * ref:
@@ -306,7 +316,9 @@ class LearningDetector:
             "current_level": loss.level,
             "reference": ref,
             "reference_source": source or "initial train/loss",
-            "classes": round(math.exp(chance)) if chance is not None else None,
+            "classes": round(math.exp(chance))
+            if chance is not None and source != "variance"
+            else None,
             "initial": loss.initial,
             "best_level": loss.best_level,
             "best_step": loss.best_step,
@@ -363,6 +375,8 @@ def _eval_fails(st: State, ref: float) -> bool:
         scale = 100.0 if task.best > 1.5 else 1.0
         c = st.context.num_classes
         floor = 1.0 / c if c else task.first / scale
+        if task.key.rsplit("/", 1)[-1].lower() == "r2":
+            floor = 0.0  # R² 0: no better than predicting the mean
         if floor != floor:
             floor = 0.0
         return task.last / scale <= floor + CHANCE_MARGIN
@@ -465,6 +479,8 @@ def _explain(f: dict[str, Any]) -> tuple[str, Recommendation]:
 
 def _reference_name(f: dict[str, Any]) -> str:
     ref = f["reference"]
+    if f.get("reference_source") == "variance":
+        return f"the target variance {fmt(ref)} (the MSE of predicting the mean)"
     if f["classes"] is not None:
         return f"the chance level ln {f['classes']} = {fmt(ref)}"
     return f"its initial value {fmt(ref)}"

@@ -224,6 +224,11 @@ class Monitor:
                     f"{why}: underfitting, LR-collapse and vanishing-gradient checks compare the "
                     "train loss with its initial value instead of ln C"
                 )
+            elif source == "variance":
+                out.append(
+                    f"a regression head: the no-learning level is the target variance {chance:.4g}, "
+                    "inferred from eval/loss / (1 - eval/r2)"
+                )
             elif source == "inferred":
                 out.append(
                     f"the number of classes was inferred as {round(math.exp(chance))} from the "

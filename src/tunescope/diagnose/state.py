@@ -296,7 +296,8 @@ def is_quality_metric(key: str) -> bool:
     leaf = key.rsplit("/", 1)[-1].lower()
     if any(tok in leaf for tok in _EVAL_NOISE):
         return False
-    return higher_is_better(key) or any(t in leaf for t in ("loss", "perplexity", "ppl", "error"))
+    minimised = ("loss", "perplexity", "ppl", "error", "mae", "mse")
+    return higher_is_better(key) or any(t in leaf for t in minimised)
 
 
 @dataclass
@@ -334,13 +335,31 @@ class State:
             return self._chance
         if self.loss.initial is None:
             return None, ""  # decide once the initial loss is known
-        if self.regression_keys():
-            # an MSE of ~1.1 is not ln 3, nor an LM's loss of 2.3 ln 10: a log without a config says
-            # which task it is by its metrics
-            self._chance = (None, "")
+        if self.regression_keys() or self.context.is_regression:
+            # an MSE of ~1.1 is not ln 3, nor an LM's loss of 2.3 ln 10: a log without a config
+            # says which task it is by its metrics. A regression head's no-learning level is the
+            # target variance (the MSE of predicting the mean), which eval/r2 gives away.
+            var = self._target_variance()
+            if var is None and self.evals.get("eval/r2") is not None:
+                return None, ""  # decide at the first evaluation with both numbers
+            self._chance = (var, "variance") if var is not None else (None, "")
             return self._chance
         self._chance = self.context.chance_loss(self.loss.initial)
         return self._chance
+
+    def _target_variance(self) -> float | None:
+        """The evaluation targets' variance from an MSE and an R² of the same evaluation:
+        R² = 1 - MSE / var, so var = MSE / (1 - R²) (None without both, or at R² ~ 1)."""
+        r2 = self.evals.get("eval/r2")
+        mse = self.evals.get("eval/mse") or self.evals.get("eval/loss")
+        if r2 is None or mse is None:
+            return None
+        at = dict(zip(mse.steps, mse.values, strict=True))
+        for step, r in zip(reversed(r2.steps), reversed(r2.values), strict=True):
+            m = at.get(step)
+            if m is not None and m == m and r == r and m > NOISE_FLOOR and r < 0.99:
+                return m / (1.0 - r)
+        return None
 
     def regression_keys(self) -> bool:
         """Whether the logged metrics name a task with no ln C: regression (eval/r2, eval/mae,
