@@ -44,6 +44,7 @@ WILD = 0.08  # at or above this whatever the update ratio: the LR is too high (M
 # x30 stuck at chance: 0.08-0.10 within 30 steps; shuffled labels, frozen weights: <= 0.05)
 ABOVE_CHANCE = 1.05  # a train-loss level this x ln C, not coming down: worse than guessing
 SPARSE_POINTS = 12  # logged loss points that suffice for it (Trainer logs every 5-50 steps)
+DIED = 1e3  # a bottom-layer gradient norm this many times below its initial level: dead
 FALLING = 0.9  # a current level below this x the 50-point level: still coming down fast
 FLAT = 0.02  # without a chance level, "stuck" means within 2% of where training started
 SPARSE_SPAN = 100  # ... for a stuck verdict, when they span this many steps
@@ -252,6 +253,10 @@ class LearningDetector:
             return {"kind": Kind.UNDERFITTING, "rule": "stuck", "update_ratio": ratio}
         if ratio is not None and ratio >= UPDATE_HIGH and spread >= CALM:
             return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, large updates", "update_ratio": ratio}
+        if ratio is not None and ratio >= UPDATE_HIGH and _units_died(st):
+            # huge steps and lower layers whose gradient was alive at the start and is gone
+            # now: the steps killed the units (dead ReLUs). A frozen body never had a gradient.
+            return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, units died", "update_ratio": ratio}
         if loss.long.max() >= ERRATIC * ref:
             # steps so large they throw the loss far above chance: no data bug does that
             return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, erratic loss", "update_ratio": ratio}
@@ -339,7 +344,12 @@ class LearningDetector:
         evidence["budget_used"] = st.budget_used(first["step"])
         evidence["now"] = {"step": step, "level": st.loss.level}
         msg, rec = _explain(first)
-        critical = first["rule"] in ("collapse", "blow-up, then stuck", "stuck above chance")
+        critical = first["rule"] in (
+            "collapse",
+            "blow-up, then stuck",
+            "stuck above chance",
+            "stuck, units died",
+        )
         sev = Severity.CRITICAL if critical else Severity.WARNING
         return Signal(kind, "train/loss", sev, msg, evidence, rec, 1.0)
 
@@ -384,6 +394,19 @@ def _eval_fails(st: State, ref: float) -> bool:
     if ev is not None and len(ev) and ev.last == ev.last:
         return ev.last >= STUCK * ref
     return True
+
+
+def _units_died(st: State) -> bool:
+    """Whether the bottom layer's gradient norm was alive at the start (its initial level) and
+    has fallen `DIED` x or more since (per-layer norms needed)."""
+    from .gradients import bottom_top  # the gradient detectors' layer pairing
+
+    pair = bottom_top(st.layers)
+    if pair is None:
+        return False
+    bottom = pair[0]
+    start, now = bottom.initial, bottom.level_now()
+    return start is not None and start > NOISE_FLOOR and now == now and now * DIED <= start
 
 
 def _flat(st: State, ref: float) -> bool:
@@ -534,6 +557,16 @@ def _explain_stuck(f: dict[str, Any], lr: str, upd_text: str) -> tuple[str, Reco
         f"{_reference_name(f)} at step {f['step']}"
     )
     if f["kind"] is Kind.LR_TOO_HIGH:
+        if f["rule"] == "stuck, units died":
+            why = (
+                f"{upd_text}, and the lowest layer's gradient died (dead units): steps this large "
+                "killed them"
+            )
+            return f"{stuck}{why}: the learning rate is too high{lr}.", Recommendation(
+                "Restart from the initial weights with a learning rate about 10x lower (dead "
+                "units do not come back).",
+                {"action": "rollback", "step": 0, "lr_factor": 0.1},
+            )
         if f["rule"] == "stuck, bouncing loss":
             why = (
                 f", bouncing from step to step (robust sigma of its log {f['spread']:.2f})"
