@@ -230,9 +230,16 @@ class Monitor:
                     "inferred from eval/loss / (1 - eval/r2)"
                 )
             elif source == "inferred":
+                pre = st.pre_training_eval()
+                init = st.loss.initial if st.loss.initial is not None else math.nan
+                what = (
+                    f"eval/loss before training {pre:.4g}"
+                    if pre is not None and abs(pre - chance) <= abs(init - chance)
+                    else f"initial train loss {init:.4g}"
+                )
                 out.append(
                     f"the number of classes was inferred as {round(math.exp(chance))} from the "
-                    f"initial train loss {st.loss.initial:.4g} (= ln C)"
+                    f"{what} (= ln C)"
                 )
             if st.lr.n:
                 out.append(

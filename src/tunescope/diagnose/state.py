@@ -344,8 +344,25 @@ class State:
                 return None, ""  # decide at the first evaluation with both numbers
             self._chance = (var, "variance") if var is not None else (None, "")
             return self._chance
+        # a fresh classification head starts at ln C: the evaluation made before the first
+        # update says so exactly, where Trainer's first logged train loss (a mean over the
+        # first 5-50 steps) may already have moved
+        pre = self.pre_training_eval()
+        if pre is not None:
+            guess = self.context.chance_loss(pre)
+            if guess[0] is not None:
+                self._chance = guess
+                return guess
         self._chance = self.context.chance_loss(self.loss.initial)
         return self._chance
+
+    def pre_training_eval(self) -> float | None:
+        """eval/loss measured before the first update of the segment (e.g. `eval_on_start`)."""
+        ev = self.evals.get("eval/loss")
+        if ev is None or not len(ev) or ev.steps[0] > self.segment_start:
+            return None
+        x = ev.values[0]
+        return x if x == x else None
 
     def _target_variance(self) -> float | None:
         """The evaluation targets' variance from an MSE and an R² of the same evaluation:
