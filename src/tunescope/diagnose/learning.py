@@ -88,6 +88,7 @@ class LearningDetector:
             or self._blown_up(st, ref)
             or self._above_chance(st)
             or self._damaged(st)
+            or self._killed(st, ref)
             or self._unstable(st)
             or self._stalled_big_steps(st)
             or self._stuck(step, st, ref)
@@ -132,6 +133,19 @@ class LearningDetector:
         if loss.level < STUCK * ref or loss.long.median() < STUCK * ref or not _eval_fails(st, ref):
             return None
         return {"kind": Kind.LR_TOO_HIGH, "rule": "blow-up, then stuck", "blowup": b}
+
+    @staticmethod
+    def _killed(st: State, ref: float) -> dict[str, Any] | None:
+        """The lowest layer's gradient was alive when training began and has died since
+        (`DIED` x lower), and the loss sits at the no-learning level: the steps killed the units
+        (a pretrained transformer at a far too high LR saturates within a few steps). Gradients
+        that vanish by architecture (a deep sigmoid stack) are small from the first step."""
+        loss = st.loss
+        if st.roots or not _units_died(st) or not _enough(loss.long):
+            return None
+        if loss.level < STUCK * ref or loss.long.median() < STUCK * ref or not _eval_fails(st, ref):
+            return None
+        return {"kind": Kind.LR_TOO_HIGH, "rule": "stuck, units died"}
 
     @staticmethod
     def _above_chance(st: State) -> dict[str, Any] | None:

@@ -230,13 +230,13 @@ class Monitor:
                     "inferred from eval/loss / (1 - eval/r2)"
                 )
             elif source == "inferred":
-                pre = st.pre_training_eval()
-                init = st.loss.initial if st.loss.initial is not None else math.nan
-                what = (
-                    f"eval/loss before training {pre:.4g}"
-                    if pre is not None and abs(pre - chance) <= abs(init - chance)
-                    else f"initial train loss {init:.4g}"
-                )
+                pre, first = st.pre_training_eval(), st.loss.first
+                if pre is not None and st.context.chance_loss(pre)[0] == chance:
+                    what = f"eval/loss before training {pre:.4g}"
+                elif first is not None and st.context.chance_loss(first)[0] == chance:
+                    what = f"first train loss {first:.4g}"
+                else:
+                    what = f"initial train loss {st.loss.initial:.4g}"
                 out.append(
                     f"the number of classes was inferred as {round(math.exp(chance))} from the "
                     f"{what} (= ln C)"

@@ -139,6 +139,11 @@ class Track:
         return sorted(r)[RECENT >> 1] if len(r) >= RECENT else math.nan
 
     @property
+    def first(self) -> float | None:
+        """The first finite point (None before any)."""
+        return self._firsts[0] if self._firsts else None
+
+    @property
     def start(self) -> float | None:
         """The initial value, or the median of the first points while fewer than 5 exist."""
         if self.initial is not None:
@@ -347,13 +352,18 @@ class State:
         # a fresh classification head starts at ln C: the evaluation made before the first
         # update says so exactly, where Trainer's first logged train loss (a mean over the
         # first 5-50 steps) may already have moved
-        pre = self.pre_training_eval()
-        if pre is not None:
-            guess = self.context.chance_loss(pre)
+        # ... and so does the very first train-loss point (one batch before any update: a fresh
+        # head's logits are ~0, so its loss is ~ln C whatever the batch), which a too-high LR
+        # cannot have moved yet — the median of the first 5 can be (MiniLM at 3e-3 throws points
+        # 3-5 up to 2.4: their median reads as ln 7 for a 5-class head)
+        for start in (self.pre_training_eval(), self.loss.first, self.loss.initial):
+            if start is None:
+                continue
+            guess = self.context.chance_loss(start)
             if guess[0] is not None:
                 self._chance = guess
                 return guess
-        self._chance = self.context.chance_loss(self.loss.initial)
+        self._chance = (None, "")
         return self._chance
 
     def pre_training_eval(self) -> float | None:
