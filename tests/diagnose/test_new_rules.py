@@ -102,3 +102,24 @@ def test_huge_steps_that_kill_the_lower_layers_are_lr_too_high_not_underfitting(
     frozen += [Row(s, "train/grad_norm/bottom", 0.0, None) for s in range(250)]
     frozen.sort(key=lambda r: r.step)
     assert Kind.LR_TOO_HIGH not in _kinds(frozen, Context(num_classes=10, max_steps=250))
+
+
+def test_a_pretrained_model_whose_lower_layers_die_at_once_is_lr_too_high() -> None:
+    # MiniLM at a constant LR 3e-3: points 3-5 thrown up (their median reads as ln 7), then
+    # chance, the lowest layer's gradient gone within 14 steps, calm updates (~1e-3)
+    rng = random.Random(3)
+    ln5 = math.log(5)
+    rows = []
+    for s in range(1, 151):
+        jump = {3: 1.5, 4: 1.3, 5: 1.2}.get(s, 1.0)
+        rows.append(Row(s, "train/loss", ln5 * jump * math.exp(rng.gauss(0, 0.03)), None))
+        rows.append(Row(s, "train/grad_norm/bottom", 0.4 if s < 8 else 1e-11, None))
+        rows.append(Row(s, "train/grad_norm/top", 0.5, None))
+        if s % 15 == 0:
+            rows += [Row(s, "eval/loss", ln5 * 1.002, None), Row(s, "eval/accuracy", 0.2, None)]
+    report = replay(rows)  # no context: C = 5 from the first point, not 7 from the median
+    roots = [f for f in report.findings if f.kind is Kind.LR_TOO_HIGH]
+    assert roots and roots[0].severity is Severity.CRITICAL and roots[0].step <= 40
+    assert any("inferred as 5" in n for n in report.source["notes"])
+    vanishing = [f for f in report.findings if f.kind is Kind.VANISHING_GRADIENTS]
+    assert vanishing and all(f.caused_by == roots[0].id for f in vanishing)
