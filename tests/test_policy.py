@@ -272,3 +272,24 @@ def test_a_plateau_whose_weights_barely_move_stops_instead_of_cutting_the_lr() -
         Recommendation("A lower learning rate cannot help", {"action": "restore_best"}),
     )
     assert [i.action for i in p.decide(f)] == ["restore_best", "stop"]
+
+
+def test_a_finding_escalated_from_info_to_warning_is_acted_on_at_the_update(
+    store_dir: Path,
+) -> None:
+    run = tunescope.init("m", name="escalate", mode="act")
+    assert run.policy is not None
+    info = Finding(
+        Kind.OVERFITTING,
+        50,
+        Severity.INFO,
+        "eval/loss rose 6%",
+        {},
+        Recommendation("restore", {"action": "restore_best"}),
+        id="overfitting:eval/loss@50",
+    )
+    run._decide(info, "raised")
+    assert not run.control.should_stop  # info is below the policy's threshold
+    run._decide(info.replace(severity=Severity.WARNING, last_step=70), "updated")
+    assert run.control.should_stop and run.control.restore_best
+    run.finish()

@@ -208,8 +208,12 @@ class Run:
         reader.con.close()
 
     def _decide(self, finding: Finding, state: str) -> None:
-        """Monitor hook (writer thread): findings become interventions on `control` in act mode."""
-        if state != "raised" or self.policy is None:
+        """Monitor hook (writer thread): findings become interventions on `control` in act mode.
+
+        Updates count too: a finding raised as info that becomes a warning (an eval-loss rise
+        that grows past 10%), or whose advice turns from keep-training into a restore, is acted
+        on then; the policy handles each finding once."""
+        if state == "resolved" or self.policy is None:
             return
         interventions = self.policy.decide(finding)
         if interventions:
