@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from rich.markup import escape
 
 from ..diagnose.findings import Kind
 from ..names import canonical
 from ..policy import Response
+from ..text import literal
 from .best import BestWeights, retain_score
 from .config import DEFAULT_MEMORY_LIMIT
 from .lrscale import learning_rates, scale_lr
@@ -327,7 +327,8 @@ class Actuator:
             # the progress display of `tunescope train`).
             style = _STYLE.get(action, "bold yellow")
             self.console.print(
-                f"[{style}]tunescope act[/] [bold]{action}[/] at step {step}: {escape(message)}"
+                f"[{style}]tunescope act[/] [bold]{literal(action)}[/] at step {step}: "
+                f"{literal(message)}"
             )
 
     # -- retain metrics (rank 0 reads them back from the store) --------------------------------

@@ -24,6 +24,7 @@ from ..probes.build import build as build_probes
 from ..probes.manager import Probes
 from ..run import Run
 from ..store import Store
+from ..text import literal
 from . import checkpoints, data, models
 from .config import Config, ConfigError, stored_config
 from .metrics import classification_metrics, classification_report
@@ -250,7 +251,8 @@ def train(
         run.finish("failed")
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed ({exc!r})"
         console.print(
-            f"run {run.name} {what}; continue it with: tunescope train --resume {run.name}",
+            f"run {literal(run.name)} {literal(what)}; continue it with: "
+            f"tunescope train --resume {literal(run.name)}",
             highlight=False,
         )
         raise
