@@ -557,9 +557,13 @@ def _explain_blowup(f: dict[str, Any], lr: str) -> tuple[str, Recommendation]:
         f"{f['step']}): the learning rate is too high{lr}; stuck loss and dying lower-layer "
         "gradients are its consequences."
     )
-    back = max(at - 1, 0)
+    # Before the blow-up began; or the start when the model had learnt nothing by then (its
+    # best level above LEARNED x the reference): the start is as good and surely undamaged
+    never_learnt = f["best_level"] > LEARNED * f["reference"]
+    back = 0 if never_learnt else max(at - 1, 0)
+    where = "the start (nothing was learnt before it)" if never_learnt else f"before step {at}"
     return msg, Recommendation(
-        f"Roll back to a checkpoint before step {at} and lower the learning rate about 10x "
+        f"Roll back to a checkpoint from {where} and lower the learning rate about 10x "
         "(and clip gradients); raising it, or training longer, makes it worse.",
         {"action": "rollback", "step": back, "lr_factor": 0.1},
     )

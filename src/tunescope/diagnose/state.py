@@ -438,10 +438,13 @@ class State:
                 }
         g0 = grad.initial
         if g0 is not None and g0 > NOISE_FLOOR and grad.peak >= BLOWUP_GRAD * g0:
+            at = grad.peak_step
+            if 0 <= grad.rise_step < at:
+                at = grad.rise_step  # where the norm began to climb (2x its start)
             return {
                 "rule": "gradient blow-up",
                 "metric": grad.key,
-                "step": grad.peak_step,
+                "step": at,
                 "value": grad.peak,
                 "base": grad.initial,
             }
