@@ -50,10 +50,10 @@ def test_blow_up_then_stuck_is_lr_too_high_with_a_rollback_before_it() -> None:
         assert roots, [(f.kind, f.step, f.message) for f in report.findings]
         root = roots[0]
         assert root.severity is Severity.CRITICAL
-        # the blow-up begins at step 3: roll back to a checkpoint at or before step 2
+        # the blow-up begins at step 3, before the model had learnt anything: back to the start
         assert root.recommendation.intervention == {
             "action": "rollback",
-            "step": 2,
+            "step": 0,
             "lr_factor": 0.1,
         }
         assert "at step 3" in root.message
