@@ -308,8 +308,7 @@ class Monitor:
     def _route(self, key: str) -> tuple[int, _Adder | None]:
         st = self.state
         st.seen.add(key)
-        if st._chance is not None and st._chance[1] == "inferred" and st.regression_keys():
-            st._chance = None  # the classes were guessed from an MSE or an LM loss: re-decide
+        st.reconsider_chance()
         route: tuple[int, _Adder | None] = (0, None)
         if key == "train/loss":
             route = (LOSS, st.loss.add)

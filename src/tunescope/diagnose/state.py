@@ -388,6 +388,12 @@ class State:
                 return m / (1.0 - r)
         return None
 
+    def reconsider_chance(self) -> None:
+        """Forget a chance level guessed from the first losses once a key shows the task has
+        none (an MSE of 1.1 read as ln 3, an LM loss of 2.3 as ln 10): it is decided again."""
+        if self._chance is not None and self._chance[1] == "inferred" and self.regression_keys():
+            self._chance = None
+
     def regression_keys(self) -> bool:
         """Whether the logged metrics name a task with no ln C: regression (eval/r2, eval/mae,
         eval/mse) or language modelling (eval/perplexity)."""
