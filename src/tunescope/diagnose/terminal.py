@@ -11,8 +11,7 @@ from typing import Any
 
 from ..records import EventRecord
 
-# The CLI's one helper for stored text on a terminal (a run imports this module only when it
-# prints its findings, so nothing else pays for the CLI package).
+# The one helper for stored text on a terminal (markup escaped, control characters visible).
 from ..text import clean, literal
 from .findings import RAISED, UPDATED, Severity
 
