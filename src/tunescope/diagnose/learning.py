@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from ..values import fmt
 from .detector import EVAL, LOSS, Signal, pct, resolved
 from .findings import Kind, Recommendation, Severity
+from .gradients import bottom_top
 from .state import LONG, RECENT, UPDATE_HIGH, UPDATE_LOW, State  # UPDATE_LOW: LR too low
 from .stats import IQR_TO_SIGMA, NOISE_FLOOR, Window, median, times
 
@@ -186,14 +187,11 @@ class LearningDetector:
         model knew, and nothing won it back — the LR is too high for this model (a language
         model, whose loss has no chance level to be stuck at, shows it this way)."""
         ev = st.evals.get("eval/loss")
-        loss = st.loss
-        if ev is None or len(ev) < DAMAGED_EVALS + 1 or st.roots or not loss.n:
+        start = st.pre_training_eval()
+        if ev is None or len(ev) < DAMAGED_EVALS + 1 or st.roots or not st.loss.n:
             return None
-        if ev.steps[0] > st.segment_start:
-            return None  # no evaluation before training began
-        start = ev.values[0]
-        if not start > NOISE_FLOOR:
-            return None
+        if start is None or not start > NOISE_FLOOR:
+            return None  # no evaluation before training began (or one at ~0)
         after = [v for v in ev.values[1:] if v == v]
         if len(after) < DAMAGED_EVALS or min(after) < times(start, DAMAGED):
             return None
@@ -413,8 +411,6 @@ def _eval_fails(st: State, ref: float) -> bool:
 def _units_died(st: State) -> bool:
     """Whether the bottom layer's gradient norm was alive at the start (its initial level) and
     has fallen `DIED` x or more since (per-layer norms needed)."""
-    from .gradients import bottom_top  # the gradient detectors' layer pairing
-
     pair = bottom_top(st.layers)
     if pair is None:
         return False

@@ -252,8 +252,8 @@ class Monitor:
                     f"({'the config' if st.context.epochs else 'HF Trainer default'}) from "
                     "train/epoch (pass --max-steps to set it)"
                 )
-            if st.blowup() is not None and st.roots:
-                b = st.blowup() or {}
+            b = st.blowup() if st.roots else None
+            if b is not None:
                 out.append(
                     f"{b.get('metric')} blew up at step {b.get('step')} ({b.get('rule')}): "
                     "findings that follow from it name their root cause (caused_by)"
