@@ -13,8 +13,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TUNESCOPE = str(Path(sys.executable).parent / "tunescope")
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """End a server: SIGTERM, then SIGKILL if it has not gone within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager
@@ -42,12 +53,7 @@ def serve(store: Path, *args: str, timeout: float = 30.0) -> Iterator[tuple[str,
                 return
         raise RuntimeError(f"tunescope ui printed no URL within {timeout}s: {''.join(lines)}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @dataclass
@@ -107,9 +113,4 @@ def start(
                 time.sleep(0.05)
             raise RuntimeError(f"tunescope ui printed no URL within {timeout}s: {text}")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
