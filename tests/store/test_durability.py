@@ -6,9 +6,7 @@ bench/reliability/kill_under_load.py; these are its short versions.
 
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -16,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kills import kill_and_open
 
 from tunescope.store import Store
 
@@ -46,13 +45,7 @@ def test_a_kill_under_full_load_loses_at_most_about_a_second(tmp_path: Path) -> 
     assert proc.stdout is not None
     run_id = proc.stdout.readline().strip()
     time.sleep(3.0)
-    killed_at = time.time()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    con = sqlite3.connect(store / "store.db")
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    con.close()
-    reader = Store(store).reader()
+    killed_at, reader = kill_and_open(proc, store)
     s = reader.series(run_id, "m0")
     assert len(s) > 1000
     assert s.steps.tolist() == list(range(len(s)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from collections import deque
 from pathlib import Path
 
 import pytest
+from kills import kill_and_open
 
 import tunescope
 from tunescope.store import Store, StoreError
@@ -50,13 +50,7 @@ def test_kill_9_while_logging(tmp_path: Path) -> None:
     assert proc.stdout is not None
     run_id = proc.stdout.readline().strip()
     time.sleep(2.5)
-    killed_at = time.time()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    con = sqlite3.connect(store / "store.db")
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    con.close()
-    reader = Store(store).reader()
+    killed_at, reader = kill_and_open(proc, store)
     info = reader.run(run_id)
     assert info.status == "crashed"
     s = reader.series(run_id, "train/loss")
